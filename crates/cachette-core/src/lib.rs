@@ -1,0 +1,21 @@
+//! cachette-core: the cache logic of cachette, free of any Node.js binding.
+//!
+//! * [`key`]: canonical argument encoding and 256-bit digests.
+//! * [`envelope`]: the checked, versioned wrapper of every persisted entry.
+//! * [`shard_map`]: a sharded LRU map with byte bounds and TTL (`shared: true`).
+//! * [`single_flight`]: in-process single flight with moka's `get_with` contract.
+//! * [`store`]: the store trait and its backends.
+//! * [`file_lock`]: kernel byte-range locks for cross-process calculation locks.
+
+pub mod clock;
+pub mod envelope;
+pub mod error;
+pub mod file_lock;
+pub mod key;
+pub mod shard_map;
+pub mod single_flight;
+pub mod store;
+#[cfg(test)]
+mod test_dir;
+
+pub use error::{CoreError, CoreResult};

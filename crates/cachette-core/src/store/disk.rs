@@ -1,0 +1,869 @@
+//! The disk store: RocksDB in a cache directory, shared by every worker thread of a process
+//! and by every process that opens the same directory.
+//!
+//! * One handle per directory per process ([`DiskStore::open`] returns the live one).
+//! * Owner and guests: the process that gets RocksDB's `LOCK` owns the directory and serves the
+//!   others over a Unix socket ([`super::ipc`]). When the owner goes away, the guests race to
+//!   open the database again; exactly one wins and the rest reconnect to it. No RocksDB `LOCK`
+//!   error ever reaches a caller.
+//! * Write-behind: `put` queues the entry (readable at once by this process) and a writer
+//!   thread applies queued entries in batches. `flush` waits until they are applied: after it
+//!   returns, a `kill -9` of any process loses nothing (`sync: true` also survives power loss).
+//! * Calculation locks: in-process single flight, then a kernel byte-range lock that the kernel
+//!   drops if its holder dies. The byte-range lock is released only after the value is applied,
+//!   so the next holder, in any process, reads it.
+//! * TTL is checked on every read; a compaction filter reclaims expired entries.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use rocksdb::{BlockBasedOptions, Cache, CompactionDecision, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use super::ipc::{self, Cursor, WriteOp};
+use super::{claim_local, settle_local, Entry, LockOutcome, Store};
+use crate::clock::{Clock, SystemClock};
+use crate::envelope::{self, Freshness, Times};
+use crate::error::{CoreError, CoreResult};
+use crate::file_lock::FileLocks;
+use crate::key::{Digest, STORE_KEY_LEN};
+use crate::single_flight::{OwnerId, SingleFlight};
+
+/// How long `open` (and a guest whose owner vanished) keeps trying to reach or become the owner.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most entries applied in one batch.
+const MAX_BATCH: usize = 4096;
+
+/// Which role this process has for a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+  Owner,
+  Guest,
+}
+
+type StoreKey = [u8; 8 + STORE_KEY_LEN];
+
+fn store_key(ns: [u8; 8], digest: &Digest) -> StoreKey {
+  let mut k = [0u8; 8 + STORE_KEY_LEN];
+  k[..8].copy_from_slice(&ns);
+  k[8..].copy_from_slice(&digest[..STORE_KEY_LEN]);
+  k
+}
+
+/// The half-open key range of one namespace.
+fn ns_range(ns: [u8; 8]) -> (Vec<u8>, Vec<u8>) {
+  let from = ns.to_vec();
+  let to = match u64::from_be_bytes(ns).checked_add(1) {
+    Some(n) => n.to_be_bytes().to_vec(),
+    None => vec![0xff; 9],
+  };
+  (from, to)
+}
+
+enum Conn {
+  Owner { db: Arc<DB>, server: Server },
+  Guest { stream: Mutex<UnixStream> },
+}
+
+struct Pending {
+  seq: u64,
+  value: Option<Arc<[u8]>>,
+}
+
+enum Job {
+  Write { seq: u64, key: StoreKey, value: Option<Arc<[u8]>>, sync: bool, unlock: Option<Digest> },
+  Range { seq: u64, from: Vec<u8>, to: Vec<u8>, sync: bool },
+  Sync { seq: u64 },
+  Stop,
+}
+
+#[derive(Default)]
+struct Progress {
+  queued: u64,
+  done: u64,
+  last_failed: u64,
+}
+
+struct Inner {
+  path: PathBuf,
+  conn: RwLock<Option<Conn>>,
+  electing: Mutex<()>,
+  pending: Mutex<HashMap<StoreKey, Pending>>,
+  progress: Mutex<Progress>,
+  progressed: Condvar,
+  tx: Mutex<Option<Sender<Job>>>,
+  locks: FileLocks,
+  flights: SingleFlight<Digest, ()>,
+  clock: Arc<dyn Clock>,
+  write_errors: AtomicU64,
+}
+
+/// A disk cache directory opened by this process.
+pub struct DiskStore {
+  inner: Arc<Inner>,
+  writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskStore>>> {
+  static R: OnceLock<Mutex<HashMap<PathBuf, Weak<DiskStore>>>> = OnceLock::new();
+  R.get_or_init(Default::default)
+}
+
+fn unavailable(path: &Path, reason: impl std::fmt::Display) -> CoreError {
+  CoreError::StoreUnavailable { path: path.to_owned(), reason: reason.to_string() }
+}
+
+/// Creates the directory 0700 (umask-proof) if it does not exist.
+fn prepare_dir(path: &Path) -> CoreResult<PathBuf> {
+  if !path.exists() {
+    fs::create_dir_all(path).map_err(|e| unavailable(path, format!("cannot create the directory: {e}")))?;
+    #[cfg(unix)]
+    {
+      use std::os::unix::fs::PermissionsExt;
+      fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| unavailable(path, e))?;
+    }
+  }
+  let real = fs::canonicalize(path).map_err(|e| unavailable(path, e))?;
+  if !real.is_dir() {
+    return Err(unavailable(path, "not a directory"));
+  }
+  Ok(real)
+}
+
+fn socket_path(dir: &Path) -> PathBuf {
+  let p = dir.join(".owner.sock");
+  if p.as_os_str().len() < 100 {
+    return p;
+  }
+  // Unix socket paths are limited to ~104 bytes: use a short per-user directory instead.
+  let hash = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+  let base = std::env::temp_dir().join(format!("cachette-{}", unsafe { libc::getuid() }));
+  let _ = fs::create_dir_all(&base);
+  #[cfg(unix)]
+  {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(&base, fs::Permissions::from_mode(0o700));
+  }
+  base.join(format!("{}.sock", &hash[..24]))
+}
+
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+  let s = e.to_string();
+  s.contains("LOCK") && (s.contains("lock") || s.contains("Resource temporarily unavailable"))
+}
+
+fn db_options() -> Options {
+  let mut o = Options::default();
+  o.create_if_missing(true);
+  o.set_compression_type(DBCompressionType::Lz4);
+  o.set_keep_log_file_num(2);
+  o.set_max_log_file_size(1 << 20);
+  o.set_write_buffer_size(16 << 20);
+  o.increase_parallelism(2);
+  let mut table = BlockBasedOptions::default();
+  table.set_bloom_filter(10.0, false);
+  table.set_block_cache(&Cache::new_lru_cache(32 << 20));
+  o.set_block_based_table_factory(&table);
+  let clock = SystemClock;
+  o.set_compaction_filter("cachette-expired", move |_level, _key, value| match envelope::peek_times(value) {
+    Some(t) if t.freshness(clock.now_ms()) != Freshness::Expired => CompactionDecision::Keep,
+    _ => CompactionDecision::Remove,
+  });
+  o
+}
+
+/// Tries to own `dir`, else to join its owner; retries until `ELECTION_TIMEOUT`.
+fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
+  let dir = &inner.path;
+  let deadline = Instant::now() + ELECTION_TIMEOUT;
+  let mut quarantined = false;
+  let mut pause = Duration::from_millis(2);
+  loop {
+    match DB::open(&db_options(), dir) {
+      Ok(db) => {
+        let db = Arc::new(db);
+        let server = Server::start(inner, db.clone())?;
+        return Ok(Conn::Owner { db, server });
+      }
+      Err(e) if is_lock_error(&e) => {
+        if let Ok(stream) = UnixStream::connect(socket_path(dir)) {
+          let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+          return Ok(Conn::Guest { stream: Mutex::new(stream) });
+        }
+      }
+      Err(e) if e.to_string().contains("Corruption") && !quarantined => {
+        // A cache is disposable: set the damaged database aside and start empty.
+        quarantine(dir)?;
+        quarantined = true;
+        continue;
+      }
+      Err(e) => return Err(unavailable(dir, e)),
+    }
+    if Instant::now() >= deadline {
+      return Err(CoreError::StoreLocked { path: dir.clone() });
+    }
+    thread::sleep(pause);
+    pause = (pause * 2).min(Duration::from_millis(50));
+  }
+}
+
+fn quarantine(dir: &Path) -> CoreResult<()> {
+  let stamp = SystemClock.now_ms();
+  let aside = dir.join(format!(".corrupt-{stamp}"));
+  fs::create_dir_all(&aside).map_err(|e| unavailable(dir, e))?;
+  for entry in fs::read_dir(dir).map_err(|e| unavailable(dir, e))?.flatten() {
+    let name = entry.file_name();
+    let s = name.to_string_lossy();
+    if s.starts_with(".corrupt-") || s == ".locks" || s == ".owner.sock" {
+      continue;
+    }
+    let _ = fs::rename(entry.path(), aside.join(&name));
+  }
+  Ok(())
+}
+
+impl DiskStore {
+  /// Opens the cache directory `path` for this process, creating it 0700 if needed.
+  /// Every caller in the process gets the same handle while one is alive.
+  ///
+  /// # Errors
+  /// `StoreUnavailable` when the directory cannot be created or opened (permissions, not a
+  /// directory, a damaged database that cannot be set aside); `StoreLocked` when another
+  /// process owns it and did not answer within ten seconds.
+  pub fn open(path: &Path) -> CoreResult<Arc<DiskStore>> {
+    let real = prepare_dir(path)?;
+    let mut reg = registry().lock();
+    if let Some(s) = reg.get(&real).and_then(Weak::upgrade) {
+      return Ok(s);
+    }
+    let store = Arc::new(Self::start(real.clone())?);
+    reg.insert(real, Arc::downgrade(&store));
+    Ok(store)
+  }
+
+  fn start(path: PathBuf) -> CoreResult<DiskStore> {
+    let locks = FileLocks::open(&path.join(".locks"))?;
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::new(Inner {
+      path,
+      conn: RwLock::new(None),
+      electing: Mutex::new(()),
+      pending: Mutex::new(HashMap::new()),
+      progress: Mutex::new(Progress::default()),
+      progressed: Condvar::new(),
+      tx: Mutex::new(Some(tx)),
+      locks,
+      flights: SingleFlight::new(),
+      clock: Arc::new(SystemClock),
+      write_errors: AtomicU64::new(0),
+    });
+    let conn = elect(&inner)?;
+    *inner.conn.write() = Some(conn);
+    let w = inner.clone();
+    let writer = thread::Builder::new()
+      .name("cachette-disk-writer".into())
+      .spawn(move || w.write_loop(rx))
+      .map_err(|e| unavailable(&inner.path, e))?;
+    Ok(DiskStore { inner, writer: Mutex::new(Some(writer)) })
+  }
+
+  /// This process's role for the directory right now.
+  pub fn role(&self) -> Role {
+    match &*self.inner.conn.read() {
+      Some(Conn::Owner { .. }) => Role::Owner,
+      _ => Role::Guest,
+    }
+  }
+
+  /// The canonical path of the directory.
+  pub fn path(&self) -> &Path {
+    &self.inner.path
+  }
+
+  /// Writes that failed since the store was opened (they are dropped: it is a cache).
+  pub fn write_errors(&self) -> u64 {
+    self.inner.write_errors.load(Ordering::Relaxed)
+  }
+
+  /// Applies everything queued and closes the database (or the connection to the owner).
+  /// Called when the last handle goes; later calls do nothing.
+  pub fn close(&self) {
+    let tx = self.inner.tx.lock().take();
+    if let Some(tx) = tx {
+      let _ = tx.send(Job::Stop);
+    }
+    if let Some(w) = self.writer.lock().take() {
+      let _ = w.join();
+    }
+    let conn = self.inner.conn.write().take();
+    if let Some(Conn::Owner { server, .. }) = &conn {
+      server.stop();
+    }
+    drop(conn);
+    registry().lock().retain(|_, w| w.strong_count() > 0);
+  }
+}
+
+impl Drop for DiskStore {
+  fn drop(&mut self) {
+    self.close();
+  }
+}
+
+impl Inner {
+  fn send(&self, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
+    let mut p = self.progress.lock();
+    let tx = self.tx.lock();
+    let tx = tx.as_ref().ok_or(CoreError::Closed)?;
+    p.queued += 1;
+    let seq = p.queued;
+    tx.send(make(seq)).map_err(|_| CoreError::Closed)?;
+    Ok(seq)
+  }
+
+  fn enqueue_write(&self, key: StoreKey, value: Option<Arc<[u8]>>, unlock: Option<Digest>) -> CoreResult<()> {
+    let mut pending = self.pending.lock();
+    let seq = self.send(|seq| Job::Write { seq, key, value: value.clone(), sync: false, unlock })?;
+    pending.insert(key, Pending { seq, value });
+    Ok(())
+  }
+
+  fn wait_done(&self, target: u64) -> CoreResult<()> {
+    let mut p = self.progress.lock();
+    let failed_before = p.last_failed;
+    while p.done < target {
+      if self.tx.lock().is_none() && p.done < target {
+        // Closing: the writer drains the queue before it exits.
+        self.progressed.wait_for(&mut p, Duration::from_millis(50));
+        continue;
+      }
+      self.progressed.wait(&mut p);
+    }
+    if p.last_failed != failed_before && p.last_failed <= target {
+      return Err(CoreError::io("a queued write could not be applied"));
+    }
+    Ok(())
+  }
+
+  fn write_loop(self: Arc<Self>, rx: Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+      let mut jobs = vec![first];
+      while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+          Ok(j) => jobs.push(j),
+          Err(_) => break,
+        }
+      }
+      let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
+      let mut ops = Vec::with_capacity(jobs.len());
+      let mut sync = false;
+      let mut max_seq = 0;
+      for j in &jobs {
+        match j {
+          Job::Write { seq, key, value, sync: s, .. } => {
+            ops.push(match value {
+              Some(v) => WriteOp::Put(key.to_vec(), v.to_vec()),
+              None => WriteOp::Delete(key.to_vec()),
+            });
+            sync |= *s;
+            max_seq = max_seq.max(*seq);
+          }
+          Job::Range { seq, from, to, sync: s } => {
+            ops.push(WriteOp::DeleteRange(from.clone(), to.clone()));
+            sync |= *s;
+            max_seq = max_seq.max(*seq);
+          }
+          Job::Sync { seq } => {
+            sync = true;
+            max_seq = max_seq.max(*seq);
+          }
+          Job::Stop => {}
+        }
+      }
+      let ok = ops.is_empty() && !sync || self.apply(&ops, sync).is_ok();
+      {
+        let mut pending = self.pending.lock();
+        for j in &jobs {
+          if let Job::Write { seq, key, .. } = j {
+            if pending.get(key).is_some_and(|p| p.seq == *seq) {
+              pending.remove(key);
+            }
+          }
+        }
+      }
+      for j in &jobs {
+        if let Job::Write { unlock: Some(d), .. } = j {
+          self.locks.unlock(d);
+        }
+      }
+      let mut p = self.progress.lock();
+      p.done = p.done.max(max_seq);
+      if !ok {
+        p.last_failed = max_seq;
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+      }
+      self.progressed.notify_all();
+      drop(p);
+      if stop {
+        break;
+      }
+    }
+  }
+
+  /// Applies operations to the database, directly (owner) or through the owner (guest).
+  fn apply(self: &Arc<Self>, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
+    self.with_conn(|conn| match conn {
+      Conn::Owner { db, .. } => apply_local(db, ops, sync),
+      Conn::Guest { stream } => {
+        let resp = request(stream, &ipc::encode_write(ops, sync))?;
+        match resp.first() {
+          Some(&ipc::ST_OK) => Ok(()),
+          _ => Err(CoreError::io(String::from_utf8_lossy(resp.get(1..).unwrap_or_default()))),
+        }
+      }
+    })
+  }
+
+  /// Raw bytes stored under `key`, queued writes first.
+  fn raw_get(self: &Arc<Self>, key: &StoreKey) -> CoreResult<Option<Vec<u8>>> {
+    if let Some(p) = self.pending.lock().get(key) {
+      return Ok(p.value.as_ref().map(|v| v.to_vec()));
+    }
+    self.with_conn(|conn| match conn {
+      Conn::Owner { db, .. } => db.get(key).map_err(CoreError::io),
+      Conn::Guest { stream } => {
+        let mut body = vec![ipc::OP_GET];
+        body.extend_from_slice(key);
+        let resp = request(stream, &body)?;
+        match resp.first() {
+          Some(&ipc::ST_FOUND) => Ok(Some(resp[1..].to_vec())),
+          Some(&ipc::ST_OK) => Ok(None),
+          _ => Err(CoreError::io(String::from_utf8_lossy(resp.get(1..).unwrap_or_default()))),
+        }
+      }
+    })
+  }
+
+  fn count(self: &Arc<Self>, ns: [u8; 8]) -> CoreResult<u64> {
+    self.with_conn(|conn| match conn {
+      Conn::Owner { db, .. } => Ok(count_local(db, ns)),
+      Conn::Guest { stream } => {
+        let mut body = vec![ipc::OP_COUNT];
+        body.extend_from_slice(&ns);
+        let resp = request(stream, &body)?;
+        let mut c = Cursor::new(&resp);
+        match c.u8()? {
+          ipc::ST_OK => c.u64(),
+          _ => Err(CoreError::io(String::from_utf8_lossy(c.rest()))),
+        }
+      }
+    })
+  }
+
+  /// Runs `f` on the current connection; if the owner went away, elects again once and retries.
+  fn with_conn<T>(self: &Arc<Self>, f: impl Fn(&Conn) -> CoreResult<T>) -> CoreResult<T> {
+    {
+      let conn = self.conn.read();
+      let c = conn.as_ref().ok_or(CoreError::Closed)?;
+      match f(c) {
+        Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) => {}
+        r => return r,
+      }
+    }
+    self.reelect()?;
+    let conn = self.conn.read();
+    f(conn.as_ref().ok_or(CoreError::Closed)?)
+  }
+
+  fn reelect(self: &Arc<Self>) -> CoreResult<()> {
+    let _one = self.electing.lock();
+    // Another thread may have re-elected while this one waited: probe the connection first.
+    if let Some(Conn::Guest { stream }) = &*self.conn.read() {
+      let mut body = vec![ipc::OP_COUNT];
+      body.extend_from_slice(&[0u8; 8]);
+      if request(stream, &body).is_ok() {
+        return Ok(());
+      }
+    } else {
+      return Ok(());
+    }
+    let old = self.conn.write().take();
+    drop(old);
+    let conn = elect(self)?;
+    *self.conn.write() = Some(conn);
+    Ok(())
+  }
+}
+
+fn apply_local(db: &DB, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
+  if ops.is_empty() {
+    return if sync { db.flush_wal(true).map_err(CoreError::io) } else { Ok(()) };
+  }
+  let mut batch = WriteBatch::default();
+  for op in ops {
+    match op {
+      WriteOp::Put(k, v) => batch.put(k, v),
+      WriteOp::Delete(k) => batch.delete(k),
+      WriteOp::DeleteRange(a, b) => batch.delete_range(a, b),
+    }
+  }
+  let mut wo = WriteOptions::default();
+  wo.set_sync(sync);
+  db.write_opt(batch, &wo).map_err(CoreError::io)
+}
+
+fn count_local(db: &DB, ns: [u8; 8]) -> u64 {
+  let (from, to) = ns_range(ns);
+  db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward))
+    .map_while(Result::ok)
+    .take_while(|(k, _)| k.as_ref() < to.as_slice())
+    .count() as u64
+}
+
+/// One request/response round trip to the owner. A broken connection is `StoreUnavailable`.
+fn request(stream: &Mutex<UnixStream>, body: &[u8]) -> CoreResult<Vec<u8>> {
+  let mut s = stream.lock();
+  let lost = |e: std::io::Error| CoreError::StoreUnavailable { path: PathBuf::from("owner"), reason: e.to_string() };
+  ipc::write_frame(&mut *s, body).map_err(lost)?;
+  match ipc::read_frame(&mut *s).map_err(lost)? {
+    Some(r) => Ok(r),
+    None => Err(CoreError::StoreUnavailable { path: PathBuf::from("owner"), reason: "the owner closed the connection".into() }),
+  }
+}
+
+/// The owner's side: accepts guests and answers their requests.
+struct Server {
+  socket: PathBuf,
+  stop: Arc<AtomicBool>,
+  peers: Arc<Mutex<Vec<UnixStream>>>,
+  thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Server {
+  fn start(inner: &Arc<Inner>, db: Arc<DB>) -> CoreResult<Server> {
+    let socket = socket_path(&inner.path);
+    // We hold the LOCK, so any socket file left here belongs to a dead owner.
+    let _ = fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| unavailable(&inner.path, format!("owner socket: {e}")))?;
+    #[cfg(unix)]
+    {
+      use std::os::unix::fs::PermissionsExt;
+      let _ = fs::set_permissions(&socket, fs::Permissions::from_mode(0o600));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let peers: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+    let weak = Arc::downgrade(inner);
+    let (stop2, peers2) = (stop.clone(), peers.clone());
+    let thread = thread::Builder::new()
+      .name("cachette-disk-owner".into())
+      .spawn(move || {
+        for stream in listener.incoming() {
+          if stop2.load(Ordering::SeqCst) {
+            break;
+          }
+          let Ok(stream) = stream else { continue };
+          if let Ok(clone) = stream.try_clone() {
+            peers2.lock().push(clone);
+          }
+          let (weak, db) = (weak.clone(), db.clone());
+          let _ = thread::Builder::new().name("cachette-disk-guest".into()).spawn(move || serve(weak, db, stream));
+        }
+      })
+      .map_err(|e| unavailable(&inner.path, e))?;
+    Ok(Server { socket, stop, peers, thread: Mutex::new(Some(thread)) })
+  }
+
+  fn stop(&self) {
+    self.stop.store(true, Ordering::SeqCst);
+    let _ = UnixStream::connect(&self.socket);
+    if let Some(t) = self.thread.lock().take() {
+      let _ = t.join();
+    }
+    for p in self.peers.lock().drain(..) {
+      let _ = p.shutdown(std::net::Shutdown::Both);
+    }
+    let _ = fs::remove_file(&self.socket);
+  }
+}
+
+fn serve(inner: Weak<Inner>, db: Arc<DB>, mut stream: UnixStream) {
+  while let Ok(Some(body)) = ipc::read_frame(&mut stream) {
+    let resp = match answer(&inner, &db, &body) {
+      Ok(r) => r,
+      Err(e) => ipc::error_response(&e),
+    };
+    if ipc::write_frame(&mut stream, &resp).is_err() {
+      break;
+    }
+  }
+}
+
+fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
+  let mut c = Cursor::new(body);
+  match c.u8()? {
+    ipc::OP_GET => {
+      let key = c.rest();
+      let queued = inner.upgrade().and_then(|i| {
+        let k: StoreKey = key.try_into().ok()?;
+        i.pending.lock().get(&k).map(|p| p.value.clone())
+      });
+      let found = match queued {
+        Some(v) => v.map(|v| v.to_vec()),
+        None => db.get(key).map_err(CoreError::io)?,
+      };
+      Ok(match found {
+        Some(v) => {
+          let mut r = Vec::with_capacity(v.len() + 1);
+          r.push(ipc::ST_FOUND);
+          r.extend_from_slice(&v);
+          r
+        }
+        None => vec![ipc::ST_OK],
+      })
+    }
+    ipc::OP_WRITE => {
+      let (ops, sync) = ipc::decode_write(&mut c)?;
+      apply_local(db, &ops, sync)?;
+      Ok(vec![ipc::ST_OK])
+    }
+    ipc::OP_COUNT => {
+      let ns: [u8; 8] = c.take(8)?.try_into().map_err(CoreError::io)?;
+      let mut r = vec![ipc::ST_OK];
+      r.extend_from_slice(&count_local(db, ns).to_be_bytes());
+      Ok(r)
+    }
+    _ => Err(CoreError::io("unknown request")),
+  }
+}
+
+impl Store for DiskStore {
+  fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
+    let key = store_key(ns, digest);
+    let Some(raw) = self.inner.raw_get(&key)? else { return Ok(None) };
+    match envelope::open(digest, &raw) {
+      Some((times, payload)) if times.freshness(self.inner.clock.now_ms()) != Freshness::Expired => {
+        Ok(Some(Entry { times, payload: payload.to_vec() }))
+      }
+      // Expired, corrupted, foreign or of another format version: a miss, reclaimed now.
+      _ => {
+        self.inner.enqueue_write(key, None, None)?;
+        Ok(None)
+      }
+    }
+  }
+
+  fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
+    let sealed: Arc<[u8]> = envelope::seal(digest, times, payload).into();
+    self.inner.enqueue_write(store_key(ns, digest), Some(sealed), None)
+  }
+
+  fn delete(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<bool> {
+    let present = self.get(ns, digest)?.is_some();
+    self.inner.enqueue_write(store_key(ns, digest), None, None)?;
+    Ok(present)
+  }
+
+  fn clear(&self, ns: [u8; 8]) -> CoreResult<()> {
+    let (from, to) = ns_range(ns);
+    {
+      let mut pending = self.inner.pending.lock();
+      pending.retain(|k, _| k[..8] != ns);
+    }
+    let seq = self.inner.send(|seq| Job::Range { seq, from, to, sync: false })?;
+    self.inner.wait_done(seq)
+  }
+
+  fn len(&self, ns: [u8; 8]) -> CoreResult<u64> {
+    self.flush(false)?;
+    self.inner.count(ns)
+  }
+
+  fn flush(&self, sync: bool) -> CoreResult<()> {
+    let seq = if sync {
+      self.inner.send(|seq| Job::Sync { seq })?
+    } else {
+      self.inner.progress.lock().queued
+    };
+    self.inner.wait_done(seq)
+  }
+
+  fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    if let Some(outcome) = claim_local(&self.inner.flights, digest, owner, deadline) {
+      return Ok(outcome);
+    }
+    let mut pause = Duration::from_micros(500);
+    loop {
+      match self.inner.locks.try_lock(digest) {
+        Ok(true) => return Ok(LockOutcome::Acquired),
+        Ok(false) => {}
+        Err(e) => {
+          self.inner.flights.abandon(digest, owner);
+          return Err(e);
+        }
+      }
+      if Instant::now() >= deadline {
+        self.inner.flights.abandon(digest, owner);
+        return Ok(LockOutcome::TimedOut);
+      }
+      thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+      pause = (pause * 2).min(Duration::from_millis(20));
+    }
+  }
+
+  fn put_and_release(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times, owner: OwnerId) -> CoreResult<()> {
+    let sealed: Arc<[u8]> = envelope::seal(digest, times, payload).into();
+    let r = self.inner.enqueue_write(store_key(ns, digest), Some(sealed), Some(*digest));
+    if r.is_err() {
+      self.inner.locks.unlock(digest);
+    }
+    // The value is readable in this process now; other processes get the byte-range lock
+    // only after the writer applied it.
+    settle_local(&self.inner.flights, digest, owner, None);
+    r
+  }
+
+  fn release(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>) {
+    self.inner.locks.unlock(digest);
+    settle_local(&self.inner.flights, digest, owner, error);
+  }
+
+  fn release_owner(&self, owner: OwnerId) {
+    // Byte-range locks of this process are keyed by digest, not owner; the abandoned
+    // flights' holders can no longer release them, so waiters in this process take over
+    // and release them when they finish.
+    self.inner.flights.abandon_owner(owner);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::key::{KeyValue, Keyspace};
+
+  fn digest(i: u32) -> Digest {
+    Keyspace::new("disk-test").digest(&[KeyValue::Number(f64::from(i))]).unwrap()
+  }
+
+  const NS: [u8; 8] = [1; 8];
+
+  #[test]
+  fn one_handle_per_directory_per_process() {
+    let dir = crate::test_dir::TempDir::new();
+    let a = DiskStore::open(dir.path()).unwrap();
+    let b = DiskStore::open(&dir.path().join(".")).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(a.role(), Role::Owner);
+  }
+
+  #[test]
+  fn writes_are_readable_at_once_and_durable_after_flush() {
+    let dir = crate::test_dir::TempDir::new();
+    {
+      let s = DiskStore::open(dir.path()).unwrap();
+      for i in 0..100 {
+        s.put(NS, &digest(i), format!("v{i}").as_bytes(), Times::forever(1)).unwrap();
+        assert_eq!(s.get(NS, &digest(i)).unwrap().unwrap().payload, format!("v{i}").as_bytes());
+      }
+      s.flush(true).unwrap();
+      assert_eq!(s.len(NS).unwrap(), 100);
+    }
+    let s = DiskStore::open(dir.path()).unwrap();
+    assert_eq!(s.get(NS, &digest(42)).unwrap().unwrap().payload, b"v42");
+  }
+
+  #[test]
+  fn expired_entries_read_as_misses() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    let now = SystemClock.now_ms();
+    s.put(NS, &digest(1), b"old", Times { created_ms: now - 10, stale_at_ms: now - 5, expires_ms: now - 1 }).unwrap();
+    assert!(s.get(NS, &digest(1)).unwrap().is_none());
+    s.put(NS, &digest(2), b"stale", Times { created_ms: now, stale_at_ms: now, expires_ms: now + 60_000 }).unwrap();
+    assert_eq!(s.get(NS, &digest(2)).unwrap().unwrap().payload, b"stale");
+  }
+
+  #[test]
+  fn clear_removes_one_namespace_only() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    let other = [2u8; 8];
+    for i in 0..10 {
+      s.put(NS, &digest(i), b"a", Times::forever(1)).unwrap();
+      s.put(other, &digest(i), b"b", Times::forever(1)).unwrap();
+    }
+    s.clear(NS).unwrap();
+    assert_eq!(s.len(NS).unwrap(), 0);
+    assert_eq!(s.len(other).unwrap(), 10);
+  }
+
+  #[test]
+  fn a_corrupted_entry_is_a_miss_and_other_entries_survive() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    s.put(NS, &digest(1), b"good", Times::forever(1)).unwrap();
+    s.flush(false).unwrap();
+    let key = store_key(NS, &digest(2));
+    s.inner.enqueue_write(key, Some(Arc::from(&b"garbage"[..])), None).unwrap();
+    assert!(s.get(NS, &digest(2)).unwrap().is_none());
+    // A valid envelope of key 3 stored under key 4's slot is foreign: a miss.
+    let foreign: Arc<[u8]> = envelope::seal(&digest(3), Times::forever(1), b"three").into();
+    s.inner.enqueue_write(store_key(NS, &digest(4)), Some(foreign), None).unwrap();
+    assert!(s.get(NS, &digest(4)).unwrap().is_none());
+    assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"good");
+  }
+
+  #[test]
+  fn an_unwritable_path_is_store_unavailable() {
+    let dir = crate::test_dir::TempDir::new();
+    let file = dir.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    assert!(matches!(DiskStore::open(&file.join("sub")), Err(CoreError::StoreUnavailable { .. })));
+    assert!(matches!(DiskStore::open(&file), Err(CoreError::StoreUnavailable { .. })));
+  }
+
+  #[test]
+  fn lock_admits_one_thread_and_releases_after_the_write() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    let d = digest(7);
+    assert_eq!(s.lock(&d, 1, Duration::from_secs(1)).unwrap(), LockOutcome::Acquired);
+    let s2 = s.clone();
+    let waiter = thread::spawn(move || s2.lock(&d, 2, Duration::from_secs(5)).unwrap());
+    thread::sleep(Duration::from_millis(20));
+    s.put_and_release(NS, &d, b"x", Times::forever(1), 1).unwrap();
+    assert_eq!(waiter.join().unwrap(), LockOutcome::Settled(None));
+    s.flush(false).unwrap();
+    // The byte-range lock was released by the writer: a fresh claimant gets it.
+    assert_eq!(s.lock(&d, 3, Duration::from_secs(1)).unwrap(), LockOutcome::Acquired);
+    s.release(&d, 3, None);
+  }
+
+  #[test]
+  fn a_second_opener_in_another_process_role_works_through_the_owner() {
+    // Simulate a guest in this process: a second Inner elected against a live owner.
+    let dir = crate::test_dir::TempDir::new();
+    let owner = DiskStore::open(dir.path()).unwrap();
+    owner.put(NS, &digest(1), b"from-owner", Times::forever(1)).unwrap();
+    let guest = DiskStore::start(fs::canonicalize(dir.path()).unwrap()).unwrap();
+    assert_eq!(guest.role(), Role::Guest);
+    assert_eq!(guest.get(NS, &digest(1)).unwrap().unwrap().payload, b"from-owner");
+    guest.put(NS, &digest(2), b"from-guest", Times::forever(1)).unwrap();
+    guest.flush(false).unwrap();
+    assert_eq!(owner.get(NS, &digest(2)).unwrap().unwrap().payload, b"from-guest");
+    // The owner goes away: the guest takes the directory over and keeps every entry.
+    owner.close();
+    drop(owner);
+    assert_eq!(guest.get(NS, &digest(2)).unwrap().unwrap().payload, b"from-guest");
+    assert_eq!(guest.role(), Role::Owner);
+    assert_eq!(guest.get(NS, &digest(1)).unwrap().unwrap().payload, b"from-owner");
+  }
+}

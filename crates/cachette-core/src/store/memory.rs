@@ -1,0 +1,164 @@
+//! The `shared: true` memory store: one [`ShardMap`] per namespace per process, shared by every
+//! worker thread, with cross-thread calculation locks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{claim_local, settle_local, Entry, LockOutcome, Store};
+use crate::clock::Clock;
+use crate::envelope::{Freshness, Times};
+use crate::error::CoreResult;
+use crate::key::Digest;
+use crate::shard_map::{Bounds, ShardMap};
+use crate::single_flight::{OwnerId, SingleFlight};
+
+/// A process-wide memory store for one namespace.
+pub struct SharedMemory {
+  map: ShardMap,
+  flights: SingleFlight<Digest, ()>,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Weak<SharedMemory>>> {
+  static R: OnceLock<Mutex<HashMap<String, Weak<SharedMemory>>>> = OnceLock::new();
+  R.get_or_init(Default::default)
+}
+
+impl SharedMemory {
+  /// The store of `namespace` in this process, created with `bounds` by its first opener;
+  /// later openers share it (their bounds are ignored).
+  pub fn open(namespace: &str, bounds: Bounds, clock: Arc<dyn Clock>) -> Arc<SharedMemory> {
+    let mut r = registry().lock();
+    if let Some(s) = r.get(namespace).and_then(Weak::upgrade) {
+      return s;
+    }
+    let s = Arc::new(SharedMemory { map: ShardMap::new(bounds, clock), flights: SingleFlight::new() });
+    r.insert(namespace.to_owned(), Arc::downgrade(&s));
+    s
+  }
+
+  /// Bytes held by the entries.
+  pub fn bytes(&self) -> usize {
+    self.map.bytes()
+  }
+}
+
+impl Store for SharedMemory {
+  fn get(&self, _ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
+    Ok(self.map.get(digest).map(|f| Entry { times: f.times, payload: f.value.to_vec() }))
+  }
+
+  fn put(&self, _ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
+    self.map.insert(*digest, payload.into(), times);
+    Ok(())
+  }
+
+  fn delete(&self, _ns: [u8; 8], digest: &Digest) -> CoreResult<bool> {
+    Ok(self.map.remove(digest))
+  }
+
+  fn clear(&self, _ns: [u8; 8]) -> CoreResult<()> {
+    self.map.clear();
+    Ok(())
+  }
+
+  fn len(&self, _ns: [u8; 8]) -> CoreResult<u64> {
+    Ok(self.map.len() as u64)
+  }
+
+  fn flush(&self, _sync: bool) -> CoreResult<()> {
+    Ok(())
+  }
+
+  fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome> {
+    Ok(claim_local(&self.flights, digest, owner, Instant::now() + timeout).unwrap_or(LockOutcome::Acquired))
+  }
+
+  fn put_and_release(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times, owner: OwnerId) -> CoreResult<()> {
+    self.put(ns, digest, payload, times)?;
+    settle_local(&self.flights, digest, owner, None);
+    Ok(())
+  }
+
+  fn release(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>) {
+    settle_local(&self.flights, digest, owner, error);
+  }
+
+  fn release_owner(&self, owner: OwnerId) {
+    self.flights.abandon_owner(owner);
+  }
+}
+
+impl SharedMemory {
+  /// Freshness-aware read used by tests and the binding.
+  pub fn peek_freshness(&self, digest: &Digest) -> Option<Freshness> {
+    self.map.get(digest).map(|f| f.freshness)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::clock::SystemClock;
+  use std::sync::atomic::{AtomicUsize, Ordering};
+  use std::sync::Barrier;
+
+  #[test]
+  fn one_namespace_is_one_store_per_process() {
+    let a = SharedMemory::open("mem-test-a", Bounds::default(), Arc::new(SystemClock));
+    let b = SharedMemory::open("mem-test-a", Bounds::default(), Arc::new(SystemClock));
+    a.put([0; 8], &[1; 32], b"v", Times::forever(0)).unwrap();
+    assert_eq!(b.get([0; 8], &[1; 32]).unwrap().unwrap().payload, b"v");
+    let c = SharedMemory::open("mem-test-c", Bounds::default(), Arc::new(SystemClock));
+    assert!(c.get([0; 8], &[1; 32]).unwrap().is_none());
+  }
+
+  #[test]
+  fn a_stampede_across_threads_computes_once() {
+    let s = SharedMemory::open("mem-test-stampede", Bounds::default(), Arc::new(SystemClock));
+    let computed = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(16));
+    let hs: Vec<_> = (0..16u64)
+      .map(|owner| {
+        let (s, computed, barrier) = (s.clone(), computed.clone(), barrier.clone());
+        std::thread::spawn(move || {
+          barrier.wait();
+          let d = [9u8; 32];
+          loop {
+            if let Some(e) = s.get([0; 8], &d).unwrap() {
+              return e.payload;
+            }
+            match s.lock(&d, owner, Duration::from_secs(5)).unwrap() {
+              LockOutcome::Acquired => {
+                computed.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                s.put_and_release([0; 8], &d, b"42", Times::forever(0), owner).unwrap();
+              }
+              LockOutcome::Settled(_) => {}
+              LockOutcome::TimedOut => panic!("timed out"),
+            }
+          }
+        })
+      })
+      .collect();
+    for h in hs {
+      assert_eq!(h.join().unwrap(), b"42");
+    }
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+  }
+
+  #[test]
+  fn a_failure_reaches_waiters_and_stores_nothing() {
+    let s = SharedMemory::open("mem-test-fail", Bounds::default(), Arc::new(SystemClock));
+    let d = [3u8; 32];
+    assert_eq!(s.lock(&d, 1, Duration::from_secs(1)).unwrap(), LockOutcome::Acquired);
+    let s2 = s.clone();
+    let waiter = std::thread::spawn(move || s2.lock(&d, 2, Duration::from_secs(5)).unwrap());
+    std::thread::sleep(Duration::from_millis(30));
+    s.release(&d, 1, Some(b"err".to_vec()));
+    assert_eq!(waiter.join().unwrap(), LockOutcome::Settled(Some(b"err".to_vec())));
+    assert!(s.get([0; 8], &d).unwrap().is_none());
+  }
+}

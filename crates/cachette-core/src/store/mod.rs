@@ -1,0 +1,98 @@
+//! Stores: where entries live. Every backend keeps the same contract: values are opaque
+//! payloads with [`Times`], indexed by a namespace id and a key digest; a read never returns
+//! another key's value (each entry carries its full digest); `clear` removes one namespace.
+//!
+//! Stores that are shared by several callers also offer calculation locks through
+//! [`Claim`]s: `lock` admits one computer per key, across threads (and, for the disk store,
+//! across processes); `put_and_release` stores the value and wakes the others.
+
+use crate::envelope::Times;
+use crate::error::CoreResult;
+use crate::key::Digest;
+use crate::single_flight::OwnerId;
+use std::time::Duration;
+
+#[cfg(feature = "disk")]
+pub mod disk;
+pub mod ipc;
+pub mod memory;
+
+/// An entry read from a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+  pub times: Times,
+  pub payload: Vec<u8>,
+}
+
+/// How a lock request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+  /// The caller holds the key's lock: compute, then `put_and_release` or `release`.
+  Acquired,
+  /// Another caller of this process finished the key meanwhile: read it again.
+  /// Carries that caller's serialized error if it failed.
+  Settled(Option<Vec<u8>>),
+  /// `lockTimeout` passed while another caller held the lock.
+  TimedOut,
+}
+
+/// The operations every store offers. Implementations are thread-safe and shared by all
+/// worker threads of a process.
+pub trait Store: Send + Sync {
+  /// Reads an entry, or `None` when absent, expired, foreign or corrupted.
+  fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>>;
+  /// Stores an entry (write-behind where the store supports it).
+  fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()>;
+  /// Removes an entry; true if one was present.
+  fn delete(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<bool>;
+  /// Removes every entry of a namespace.
+  fn clear(&self, ns: [u8; 8]) -> CoreResult<()>;
+  /// Number of entries of a namespace.
+  fn len(&self, ns: [u8; 8]) -> CoreResult<u64>;
+  /// Waits until every write issued before the call is durable.
+  fn flush(&self, sync: bool) -> CoreResult<()>;
+  /// Takes the calculation lock of a key, waiting at most `timeout` for its holder.
+  fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome>;
+  /// Stores the computed entry, then releases the lock taken by `lock`.
+  fn put_and_release(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times, owner: OwnerId) -> CoreResult<()>;
+  /// Releases the lock without a value; `error` (serialized) is handed to in-process waiters.
+  fn release(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>);
+  /// Releases every lock `owner` holds (its worker thread is gone).
+  fn release_owner(&self, owner: OwnerId);
+}
+
+/// Claims `digest` among the callers of this process: `Ok(None)` when the caller leads,
+/// `Ok(Some(outcome))` when it waited for another caller (or timed out).
+pub(crate) fn claim_local(
+  flights: &crate::single_flight::SingleFlight<Digest, ()>,
+  digest: &Digest,
+  owner: OwnerId,
+  deadline: std::time::Instant,
+) -> Option<LockOutcome> {
+  use crate::error::CoreError;
+  use crate::single_flight::{Claim, Outcome};
+  loop {
+    match flights.claim(digest, owner) {
+      Claim::Leader => return None,
+      Claim::Follower(f) => match f.wait(Some(deadline)) {
+        Outcome::Finished(Ok(())) => return Some(LockOutcome::Settled(None)),
+        Outcome::Finished(Err(CoreError::ComputationFailed { error })) => return Some(LockOutcome::Settled(Some(error))),
+        Outcome::Finished(Err(_)) | Outcome::Abandoned => continue,
+        Outcome::TimedOut => return Some(LockOutcome::TimedOut),
+      },
+    }
+  }
+}
+
+/// Ends a local flight: waiters see the error if there is one, or read the value again.
+pub(crate) fn settle_local(
+  flights: &crate::single_flight::SingleFlight<Digest, ()>,
+  digest: &Digest,
+  owner: OwnerId,
+  error: Option<Vec<u8>>,
+) {
+  match error {
+    Some(error) => flights.finish(digest, owner, Err(crate::error::CoreError::ComputationFailed { error })),
+    None => flights.finish(digest, owner, Ok(())),
+  };
+}

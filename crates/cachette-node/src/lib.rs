@@ -1,0 +1,296 @@
+//! napi-rs binding of cachette-core: argument conversion and error-code mapping only.
+//! Every cache decision lives in the core; see `src-ts/native.ts` for the one place that
+//! imports this addon.
+#![deny(clippy::all)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::Env;
+use napi_derive::napi;
+use parking_lot::Mutex;
+
+use cachette_core::envelope::{Freshness, Times, NEVER};
+use cachette_core::key::{Digest, Keyspace, DIGEST_LEN};
+use cachette_core::shard_map::Bounds;
+use cachette_core::store::disk::{DiskStore, Role};
+use cachette_core::store::memory::SharedMemory;
+use cachette_core::store::{Entry, LockOutcome, Store};
+use cachette_core::CoreError;
+
+/// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
+/// `src-ts/errors.ts` turns them into `CachetteError`s with that `code`.
+
+fn coded(e: CoreError) -> Error {
+  Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
+}
+
+fn invalid(msg: &str) -> Error {
+  Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT: {msg}"))
+}
+
+/// Every store this process opened, so a dying worker's claims can be released in all of them.
+fn open_stores() -> &'static Mutex<Vec<Weak<dyn Store>>> {
+  static S: OnceLock<Mutex<Vec<Weak<dyn Store>>>> = OnceLock::new();
+  S.get_or_init(Default::default)
+}
+
+/// A fresh id for the calling thread's JS environment. When that environment is torn down
+/// (a terminated worker), every calculation lock it held is released so a waiter takes over.
+#[napi]
+pub fn register_owner(env: Env) -> Result<u32> {
+  static NEXT: AtomicU32 = AtomicU32::new(1);
+  let id = NEXT.fetch_add(1, Ordering::Relaxed);
+  env.add_env_cleanup_hook(id, |id| {
+    let stores: Vec<Arc<dyn Store>> = open_stores().lock().iter().filter_map(Weak::upgrade).collect();
+    for s in stores {
+      s.release_owner(u64::from(id));
+    }
+  })?;
+  Ok(id)
+}
+
+/// Layout of the `io` buffer shared with JS: the digest, then what the last read found.
+const IO_FRESHNESS: usize = DIGEST_LEN;
+const IO_CREATED: usize = 40;
+/// Bytes the JS side allocates for `io`.
+#[napi]
+pub const IO_BYTES: u32 = 48;
+
+fn digest_of(io: &[u8]) -> Result<Digest> {
+  io.get(..DIGEST_LEN).and_then(|d| d.try_into().ok()).ok_or_else(|| invalid("io buffer too small"))
+}
+
+fn times(stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Times {
+  let at = |x: f64| if x.is_finite() && x >= 0.0 { x as u64 } else { NEVER };
+  Times { created_ms: now_ms.max(0.0) as u64, stale_at_ms: at(stale_at_ms), expires_ms: at(expires_ms) }
+}
+
+/// The state of a calculation lock request, as JS sees it.
+#[napi(object)]
+pub struct LockResult {
+  /// 0: acquired; 1: settled by another caller (read again); 2: timed out.
+  pub state: u32,
+  /// The other caller's serialized error, when it failed.
+  pub error: Option<Buffer>,
+}
+
+fn lock_result(o: LockOutcome) -> LockResult {
+  match o {
+    LockOutcome::Acquired => LockResult { state: 0, error: None },
+    LockOutcome::Settled(e) => LockResult { state: 1, error: e.map(Buffer::from) },
+    LockOutcome::TimedOut => LockResult { state: 2, error: None },
+  }
+}
+
+/// Outcome of an asynchronous operation: `null` on success, else a code and a message.
+#[napi(object)]
+pub struct Failure {
+  pub code: String,
+  pub message: String,
+}
+
+fn failure(e: CoreError) -> Failure {
+  Failure { code: e.code().to_owned(), message: e.to_string() }
+}
+
+/// Opens the disk cache directory `path` for `namespace`.
+#[napi]
+pub fn open_disk(path: String, namespace: String) -> Result<NativeStore> {
+  let disk = DiskStore::open(&PathBuf::from(path)).map_err(coded)?;
+  Ok(NativeStore::new(disk.clone(), Some(disk), &namespace))
+}
+
+/// Opens the process-wide memory store of `namespace` (shared by all worker threads).
+#[napi]
+pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Option<f64>) -> NativeStore {
+  let bounds = Bounds { max_entries: max_entries.map(|n| n as usize), max_bytes: max_bytes.map(|n| n as usize) };
+  let store = SharedMemory::open(&namespace, bounds, cachette_core::clock::system());
+  NativeStore::new(store, None, &namespace)
+}
+
+/// A store opened for one namespace.
+#[napi]
+pub struct NativeStore {
+  store: Option<Arc<dyn Store>>,
+  disk: Option<Arc<DiskStore>>,
+  keyspace: Keyspace,
+  ns: [u8; 8],
+}
+
+impl NativeStore {
+  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
+    open_stores().lock().push(Arc::downgrade(&store));
+    let keyspace = Keyspace::new(namespace);
+    let ns = keyspace.id();
+    NativeStore { store: Some(store), disk, keyspace, ns }
+  }
+
+  fn store(&self) -> Result<&Arc<dyn Store>> {
+    self.store.as_ref().ok_or_else(|| coded(CoreError::Closed))
+  }
+
+  fn hash_into(&self, key: &[u8], io: &mut [u8]) -> Result<()> {
+    let d = self.keyspace.digest_encoded(key);
+    io.get_mut(..DIGEST_LEN).ok_or_else(|| invalid("io buffer too small"))?.copy_from_slice(&d);
+    Ok(())
+  }
+
+  fn read_into(&self, io: &mut [u8]) -> Result<Option<Buffer>> {
+    let d = digest_of(io)?;
+    let e = self.store()?.get(self.ns, &d).map_err(coded)?;
+    Ok(self.found(e, io))
+  }
+
+  fn found(&self, entry: Option<Entry>, io: &mut [u8]) -> Option<Buffer> {
+    let e = entry?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    io[IO_FRESHNESS] = match e.times.freshness(now) {
+      Freshness::Fresh => 0,
+      _ => 1,
+    };
+    io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(e.times.created_ms as f64).to_le_bytes());
+    Some(e.payload.into())
+  }
+}
+
+#[napi]
+impl NativeStore {
+  /// Hashes the canonical key bytes into `io`'s digest.
+  #[napi]
+  pub fn hash(&self, key: &[u8], mut io: BufferSlice) -> Result<()> {
+    self.hash_into(key, &mut io)
+  }
+
+  /// Hashes `key` into `io`, then reads its entry: the payload, or `null` on a miss.
+  /// `io` also receives whether the entry is stale and when it was created.
+  #[napi]
+  pub fn get(&self, key: &[u8], mut io: BufferSlice) -> Result<Option<Buffer>> {
+    self.hash_into(key, &mut io)?;
+    self.read_into(&mut io)
+  }
+
+  /// Reads the entry of the digest already in `io`.
+  #[napi]
+  pub fn get_hashed(&self, mut io: BufferSlice) -> Result<Option<Buffer>> {
+    self.read_into(&mut io)
+  }
+
+  /// Stores `payload` for the digest in `io` (write-behind on disk).
+  #[napi]
+  pub fn put(&self, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
+    let d = digest_of(io)?;
+    self.store()?.put(self.ns, &d, payload, times(stale_at_ms, expires_ms, now_ms)).map_err(coded)
+  }
+
+  /// Removes the entry of the digest in `io`; true if there was one.
+  #[napi]
+  pub fn delete(&self, io: &[u8]) -> Result<bool> {
+    let d = digest_of(io)?;
+    self.store()?.delete(self.ns, &d).map_err(coded)
+  }
+
+  /// Removes every entry of this namespace.
+  #[napi]
+  pub fn clear(&self) -> Result<()> {
+    self.store()?.clear(self.ns).map_err(coded)
+  }
+
+  /// Number of entries of this namespace.
+  #[napi]
+  pub fn size(&self) -> Result<f64> {
+    Ok(self.store()?.len(self.ns).map_err(coded)? as f64)
+  }
+
+  /// Takes the calculation lock of the digest in `io`, blocking up to `timeout_ms`.
+  #[napi]
+  pub fn lock(&self, io: &[u8], owner: u32, timeout_ms: f64) -> Result<LockResult> {
+    let d = digest_of(io)?;
+    let o = self.store()?.lock(&d, u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64)).map_err(coded)?;
+    Ok(lock_result(o))
+  }
+
+  /// Like `lock`, waiting on a helper thread: the JS thread keeps running.
+  #[napi(ts_return_type = "Promise<LockResult | Failure>")]
+  pub fn lock_async<'env>(&self, env: &'env Env, io: &[u8], owner: u32, timeout_ms: f64) -> Result<Object<'env>> {
+    let d = digest_of(io)?;
+    let store = self.store.clone();
+    let (deferred, promise) = env.create_deferred()?;
+    std::thread::spawn(move || {
+      let r = match store {
+        Some(s) => s.lock(&d, u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64)),
+        None => Err(CoreError::Closed),
+      };
+      deferred.resolve(move |_env| {
+        Ok(match r {
+          Ok(o) => Either::A(lock_result(o)),
+          Err(e) => Either::B(failure(e)),
+        })
+      });
+    });
+    Ok(promise)
+  }
+
+  /// Stores the computed payload and releases the lock taken by `owner`.
+  #[napi]
+  pub fn put_and_release(&self, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64, owner: u32) -> Result<()> {
+    let d = digest_of(io)?;
+    let t = times(stale_at_ms, expires_ms, now_ms);
+    self.store()?.put_and_release(self.ns, &d, payload, t, u64::from(owner)).map_err(coded)
+  }
+
+  /// Releases the lock without a value; `error` (serialized) reaches the waiting threads.
+  #[napi]
+  pub fn release(&self, io: &[u8], owner: u32, error: Option<&[u8]>) -> Result<()> {
+    let d = digest_of(io)?;
+    self.store()?.release(&d, u64::from(owner), error.map(<[u8]>::to_vec));
+    Ok(())
+  }
+
+  /// Resolves once every write issued before the call is durable (`sync`: on stable storage).
+  #[napi(ts_return_type = "Promise<Failure | null>")]
+  pub fn flush<'env>(&self, env: &'env Env, sync: bool) -> Result<Object<'env>> {
+    let store = self.store.clone();
+    let (deferred, promise) = env.create_deferred()?;
+    std::thread::spawn(move || {
+      let r = store.map_or(Ok(()), |s| s.flush(sync));
+      deferred.resolve(move |_env| Ok(r.err().map(failure)));
+    });
+    Ok(promise)
+  }
+
+  /// Blocks until every write issued before the call is durable.
+  #[napi]
+  pub fn flush_sync(&self, sync: bool) -> Result<()> {
+    match &self.store {
+      Some(s) => s.flush(sync).map_err(coded),
+      None => Ok(()),
+    }
+  }
+
+  /// `'owner'` or `'guest'` for a disk store, `'memory'` otherwise.
+  #[napi]
+  pub fn role(&self) -> &'static str {
+    match self.disk.as_ref().map(|d| d.role()) {
+      Some(Role::Owner) => "owner",
+      Some(Role::Guest) => "guest",
+      None => "memory",
+    }
+  }
+
+  /// Writes that could not be applied (dropped) since the directory was opened.
+  #[napi]
+  pub fn write_errors(&self) -> f64 {
+    self.disk.as_ref().map_or(0.0, |d| d.write_errors() as f64)
+  }
+
+  /// Drops this handle; the store closes when its last handle is gone.
+  #[napi]
+  pub fn close(&mut self) {
+    self.store = None;
+    self.disk = None;
+  }
+}

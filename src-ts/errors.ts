@@ -1,0 +1,64 @@
+/**
+ * Stable codes of every error cachette throws. Match on `error.code`, never on the message.
+ *
+ * | code | when |
+ * |---|---|
+ * | `ERR_UNKEYABLE_ARGUMENT` | an argument has no value identity (function, symbol, class instance, cycle…) |
+ * | `ERR_UNSERIALIZABLE_RESULT` | a result cannot be encoded (only with `onBackendError: 'throw'`; otherwise it is returned uncached) |
+ * | `ERR_LOCK_TIMEOUT` | waited `lockTimeout` for another caller (only where a timeout cannot fall back to computing) |
+ * | `ERR_BACKEND_UNAVAILABLE` | the store cannot be opened or reached (only with `onBackendError: 'throw'`) |
+ * | `ERR_BACKEND_IO` | a read or write inside an open store failed (only with `onBackendError: 'throw'`) |
+ * | `ERR_STORE_LOCKED` | another process owns the disk directory and did not answer within 10 s |
+ * | `ERR_CLOSED` | the memoized function or cache was closed |
+ * | `ERR_COMPUTATION_FAILED` | another thread's computation failed and its error could not be rebuilt |
+ */
+export const errorCodes = {
+  ERR_UNKEYABLE_ARGUMENT: 'ERR_UNKEYABLE_ARGUMENT',
+  ERR_UNSERIALIZABLE_RESULT: 'ERR_UNSERIALIZABLE_RESULT',
+  ERR_LOCK_TIMEOUT: 'ERR_LOCK_TIMEOUT',
+  ERR_BACKEND_UNAVAILABLE: 'ERR_BACKEND_UNAVAILABLE',
+  ERR_BACKEND_IO: 'ERR_BACKEND_IO',
+  ERR_STORE_LOCKED: 'ERR_STORE_LOCKED',
+  ERR_CLOSED: 'ERR_CLOSED',
+  ERR_COMPUTATION_FAILED: 'ERR_COMPUTATION_FAILED',
+} as const
+
+/** One of {@link errorCodes}. */
+export type CachetteErrorCode = keyof typeof errorCodes
+
+/**
+ * The error cachette throws for its own failures. Errors thrown by your function are never
+ * wrapped: they reach the caller unchanged.
+ *
+ * @example
+ * ```ts
+ * try { f(() => 1) } catch (e) { if (e instanceof CachetteError && e.code === 'ERR_UNKEYABLE_ARGUMENT') … }
+ * ```
+ */
+export class CachetteError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: CachetteErrorCode
+
+  constructor(code: CachetteErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'CachetteError'
+    this.code = code
+  }
+}
+
+/** Turns an error thrown by the native addon into a {@link CachetteError}, keeping it as `cause`. */
+export function fromNative(e: unknown): CachetteError {
+  if (e instanceof CachetteError) return e
+  // The addon puts the code in front of the message ("ERR_LOCK_TIMEOUT: waited …"); async
+  // operations hand back plain `{ code, message }` objects.
+  const err = e as { code?: unknown; message?: unknown }
+  let message = typeof err?.message === 'string' ? err.message : String(e)
+  let code: string | undefined = typeof err?.code === 'string' ? err.code : undefined
+  const m = /^(ERR_[A-Z_]+): ([\s\S]*)$/.exec(message)
+  if (m) {
+    code = m[1]
+    message = m[2]
+  }
+  const known = code !== undefined && code in errorCodes ? (code as CachetteErrorCode) : 'ERR_BACKEND_IO'
+  return new CachetteError(known, message, { cause: e })
+}

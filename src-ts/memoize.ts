@@ -1,0 +1,134 @@
+import { memoryImplementation } from './memory'
+import { resolveOptions, toMs } from './options'
+import type { CallOptions, MemoizeOptions } from './options'
+import { storedImplementation } from './stored'
+import type { AnyFn, Implementation, Memoized, ResolvedCallOptions, Stats } from './types'
+
+/** Global defaults set by {@link configure}. */
+let defaults: MemoizeOptions<never[]> = {}
+let enabled = process.env.CACHETTE_DISABLE !== '1' && process.env.CACHETTE_DISABLE !== 'true'
+
+/** Options of {@link configure}: defaults for every later `memoize()` call, and a master switch. */
+export interface GlobalOptions extends MemoizeOptions<never[]> {
+  /** `false` turns caching off everywhere: memoized functions call through. @default true, or false when `CACHETTE_DISABLE=1` */
+  enabled?: boolean
+}
+
+/**
+ * Sets defaults for every later {@link memoize} call (its own options win), or turns caching off.
+ *
+ * @example
+ * ```ts
+ * configure({ backend: 'disk', path: '/var/cache/my-app', ttl: '1h' })
+ * configure({ enabled: false }) // e.g. in tests
+ * ```
+ */
+export function configure(options: GlobalOptions): void {
+  const { enabled: on, ...rest } = options
+  if (on !== undefined) {
+    if (typeof on !== 'boolean') throw new TypeError('enabled must be a boolean if specified')
+    enabled = on
+  }
+  resolveOptions('configure', { namespace: 'configure', ...rest })
+  defaults = { ...defaults, ...rest }
+}
+
+function resolveCall(options: CallOptions): ResolvedCallOptions {
+  if (options === null || typeof options !== 'object') throw new TypeError('with() takes an options object')
+  for (const k of Object.keys(options)) {
+    if (k !== 'maxAge' && k !== 'refresh' && k !== 'bypass') throw new TypeError(`unknown per-call option '${k}'`)
+  }
+  return {
+    maxAge: options.maxAge === undefined ? undefined : toMs(options.maxAge, 'maxAge'),
+    refresh: options.refresh === true,
+    bypass: options.bypass === true,
+  }
+}
+
+function passthrough<F extends AnyFn>(fn: F): Implementation<F> {
+  const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
+  return {
+    call(self, args) {
+      stats.computations++
+      return fn.apply(self, args as unknown[])
+    },
+    stats,
+    methods: {
+      clearOwn() {},
+      size: () => 0,
+      delete: () => false,
+      has: () => false,
+      peek: () => undefined,
+      set() {},
+      clearLocks() {},
+      flush: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    },
+  }
+}
+
+/**
+ * Memoizes `fn`: each distinct argument list (compared by value) computes once, and later calls
+ * get the stored result. Sync functions stay sync; async functions return a Promise, and
+ * concurrent callers of one key share one computation — across worker threads with
+ * `shared: true`, across processes with `backend: 'disk'`. Errors and rejections are never
+ * cached and reach every waiting caller unchanged.
+ *
+ * @throws TypeError at once when an option is invalid.
+ * @example
+ * ```ts
+ * const getUser = memoize(fetchUser, { backend: 'disk', ttl: '10m' })
+ * const user = await getUser(42)
+ * ```
+ */
+export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Parameters<F>> = {}): Memoized<F> {
+  if (typeof fn !== 'function') throw new TypeError('memoize() takes a function')
+  const o = resolveOptions(fn.name, { ...defaults, ...(options as MemoizeOptions<never[]>) })
+  const impl: Implementation<F> = !enabled
+    ? passthrough(fn)
+    : o.backend === 'disk' || o.shared
+      ? storedImplementation(fn, o)
+      : memoryImplementation(fn, o)
+  const { call, stats, methods } = impl
+  const memoized = (impl.fast ??
+    function (this: unknown) {
+      // eslint-disable-next-line prefer-rest-params
+      return call(this, arguments, undefined)
+    }) as Memoized<F>
+  const dependents = new Set<{ clear(): unknown }>()
+  let clearing = false
+  const api = {
+    ...methods,
+    dependents,
+    clear() {
+      if (clearing) return
+      clearing = true
+      try {
+        methods.clearOwn()
+        for (const k of Object.keys(stats) as (keyof typeof stats)[]) stats[k] = 0
+        for (const d of dependents) d.clear()
+      } finally {
+        clearing = false
+      }
+    },
+    refresh(this: unknown, ...args: Parameters<F>) {
+      return call(this, args, { refresh: true })
+    },
+    uncached(this: unknown, ...args: Parameters<F>) {
+      return fn.apply(this, args)
+    },
+    with(callOptions: CallOptions) {
+      const co = resolveCall(callOptions)
+      return function (this: unknown, ...args: Parameters<F>) {
+        return call(this, args, co)
+      }
+    },
+    stats(): Stats {
+      return { ...stats, size: methods.size() }
+    },
+  }
+  Object.assign(memoized, api)
+  Object.defineProperty(memoized, 'name', { value: fn.name, configurable: true })
+  for (const d of options.dependsOn ?? defaults.dependsOn ?? []) d.dependents?.add(memoized)
+  return memoized
+}

@@ -1,0 +1,222 @@
+import { homedir, platform } from 'node:os'
+import { join } from 'node:path'
+
+/** A duration: milliseconds, or a string such as `'500ms'`, `'90s'`, `'10m'`, `'1h'`, `'2d'`. */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`
+
+/** How values are encoded for the disk and shared stores. */
+export interface Serializer {
+  encode(value: unknown): Uint8Array
+  decode(bytes: Uint8Array): unknown
+}
+
+/** Per-call options of `memoized.with(...)`. */
+export interface CallOptions {
+  /** Entries older than this are recomputed for this call. */
+  maxAge?: Duration
+  /** Recompute and overwrite, ignoring any cached value. */
+  refresh?: boolean
+  /** Call the function directly; read and write nothing. */
+  bypass?: boolean
+}
+
+/** Options of {@link memoize}. */
+export interface MemoizeOptions<A extends unknown[] = unknown[]> {
+  /**
+   * Where entries live: `'memory'` (this thread, or every worker thread with `shared: true`)
+   * or `'disk'` (RocksDB; survives restarts; shared by processes).
+   * @default 'memory'
+   */
+  backend?: 'memory' | 'disk'
+  /**
+   * Disk directory. Created 0700 if missing.
+   * @default the OS cache dir + `/cachette` (`$XDG_CACHE_HOME`, `~/Library/Caches`, `%LOCALAPPDATA%`)
+   */
+  path?: string
+  /**
+   * Key prefix: functions with the same namespace share entries. Required for anonymous
+   * functions on `disk` and with `shared: true`.
+   * @default the function's name
+   */
+  namespace?: string
+  /** Entries older than this are stale (recomputed, or served once with `staleWhileRevalidate`). @default no expiry */
+  ttl?: Duration
+  /**
+   * Serve a stale entry at once and refresh it in the background: `true` (forever) or the grace
+   * window after `ttl` during which a stale value may still be served.
+   * @default false
+   */
+  staleWhileRevalidate?: boolean | Duration
+  /**
+   * How long a caller waits for another caller's computation of the same key (another worker
+   * thread or process) before computing itself.
+   * @default 30000
+   */
+  lockTimeout?: Duration
+  /** Most entries kept; least recently used go first. @default unbounded */
+  maxEntries?: number
+  /** Most bytes of encoded values kept (memory: computed by encoding each stored value). @default unbounded */
+  maxBytes?: number
+  /** Values larger than this (encoded) are returned but not stored. @default unbounded */
+  maxValueBytes?: number
+  /**
+   * Value encoding for the disk and shared stores. The default round-trips Date, Map, Set,
+   * BigInt, typed arrays, Buffers and cycles.
+   * @default 'msgpack'
+   */
+  serializer?: 'msgpack' | 'v8' | 'json' | Serializer
+  /** Derives the cache key from the arguments; its result is keyed by value. */
+  key?: (...args: A) => unknown
+  /** Store `undefined` and `null` results. @default true */
+  cacheUndefined?: boolean
+  /** Memoized functions whose `clear()` also clears this one. */
+  dependsOn?: ReadonlyArray<{ clear(): unknown; readonly dependents?: Set<{ clear(): unknown }> }>
+  /**
+   * When the store fails: `'fallback'` computes, returns and reports (`stats().errors`, one
+   * process warning); `'throw'` throws a `CachetteError`.
+   * @default 'fallback'
+   */
+  onBackendError?: 'fallback' | 'throw'
+  /** Memory backend: one cache for every worker thread of the process, held off the V8 heap. @default false */
+  shared?: boolean
+  /**
+   * Disk: when `flush()` resolves, writes survive a `kill -9` (`'process'`) or a power loss (`'sync'`).
+   * @default 'process'
+   */
+  durability?: 'process' | 'sync'
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/**
+ * Parses a {@link Duration} into milliseconds.
+ * @throws TypeError with the option's name when the value is not a non-negative duration.
+ */
+export function toMs(value: unknown, name: string): number {
+  if (typeof value === 'number') {
+    if (Number.isFinite(value) && value >= 0) return value
+  } else if (typeof value === 'string') {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim())
+    if (m) return Number(m[1]) * UNITS[m[2]]
+  }
+  throw new TypeError(`${name} must be a non-negative number of ms or a string like '90s', '10m', '1h'`)
+}
+
+function positiveInt(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw new TypeError(`${name} must be a positive integer if specified`)
+  }
+  return value
+}
+
+/** The default disk directory of this platform. */
+export function defaultCacheDir(): string {
+  const env = process.env
+  if (platform() === 'win32') return join(env.LOCALAPPDATA || join(homedir(), 'AppData', 'Local'), 'cachette')
+  if (platform() === 'darwin') return join(homedir(), 'Library', 'Caches', 'cachette')
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'cachette')
+}
+
+/** Options after validation, with defaults applied. */
+export interface ResolvedOptions {
+  backend: 'memory' | 'disk'
+  path: string
+  namespace: string
+  ttl: number
+  grace: number
+  lockTimeout: number
+  maxEntries: number | undefined
+  maxBytes: number | undefined
+  maxValueBytes: number | undefined
+  serializer: 'msgpack' | 'v8' | 'json' | Serializer
+  key: ((...args: never[]) => unknown) | undefined
+  cacheUndefined: boolean
+  onBackendError: 'fallback' | 'throw'
+  shared: boolean
+  durability: 'process' | 'sync'
+}
+
+const KNOWN = new Set([
+  'backend', 'path', 'namespace', 'ttl', 'staleWhileRevalidate', 'lockTimeout', 'maxEntries', 'maxBytes',
+  'maxValueBytes', 'serializer', 'key', 'cacheUndefined', 'dependsOn', 'onBackendError', 'shared', 'durability',
+])
+
+/**
+ * Validates options once, at `memoize()` time, so misuse throws there and not at the first call.
+ * @throws TypeError naming the option and what it must be.
+ */
+export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): ResolvedOptions {
+  if (opts === null || typeof opts !== 'object') throw new TypeError('options must be an object if specified')
+  for (const k of Object.keys(opts)) {
+    if (!KNOWN.has(k)) {
+      const later = ['redis', 'sql'].includes(String(opts.backend)) || ['url', 'tags'].includes(k)
+      throw new TypeError(`unknown option '${k}'${later ? ' (not available in this version)' : ''}`)
+    }
+  }
+  const backend = opts.backend ?? 'memory'
+  if (backend !== 'memory' && backend !== 'disk') {
+    throw new TypeError(`backend must be 'memory' or 'disk' (got ${JSON.stringify(backend)})`)
+  }
+  if (opts.shared !== undefined && typeof opts.shared !== 'boolean') throw new TypeError('shared must be a boolean if specified')
+  const shared = opts.shared === true
+  if (shared && backend !== 'memory') throw new TypeError("shared applies to backend 'memory' only")
+  if (opts.namespace !== undefined && (typeof opts.namespace !== 'string' || opts.namespace.length === 0)) {
+    throw new TypeError('namespace must be a non-empty string if specified')
+  }
+  const namespace = opts.namespace ?? fnName
+  if (!namespace && (backend === 'disk' || shared)) {
+    throw new TypeError(
+      `an anonymous function on ${shared ? 'a shared memory cache' : "backend 'disk'"} needs a namespace option: entries of unnamed functions would collide`,
+    )
+  }
+  if (opts.path !== undefined && (typeof opts.path !== 'string' || opts.path.length === 0)) {
+    throw new TypeError('path must be a non-empty string if specified')
+  }
+  const ttl = opts.ttl === undefined ? Infinity : toMs(opts.ttl, 'ttl')
+  if (ttl === 0) throw new TypeError('ttl must be greater than 0 if specified')
+  const swr = opts.staleWhileRevalidate
+  let grace = 0
+  if (swr === true) grace = Infinity
+  else if (swr !== undefined && swr !== false) grace = toMs(swr, 'staleWhileRevalidate')
+  if (grace > 0 && ttl === Infinity) throw new TypeError('staleWhileRevalidate needs a ttl: entries without one never go stale')
+  const serializer = opts.serializer ?? 'msgpack'
+  if (
+    !['msgpack', 'v8', 'json'].includes(serializer as string) &&
+    !(typeof serializer === 'object' && typeof serializer.encode === 'function' && typeof serializer.decode === 'function')
+  ) {
+    throw new TypeError("serializer must be 'msgpack', 'v8', 'json' or an object with encode and decode functions")
+  }
+  if (opts.key !== undefined && typeof opts.key !== 'function') throw new TypeError('key must be a function if specified')
+  if (opts.cacheUndefined !== undefined && typeof opts.cacheUndefined !== 'boolean') {
+    throw new TypeError('cacheUndefined must be a boolean if specified')
+  }
+  const onBackendError = opts.onBackendError ?? 'fallback'
+  if (onBackendError !== 'fallback' && onBackendError !== 'throw') {
+    throw new TypeError("onBackendError must be 'fallback' or 'throw'")
+  }
+  const durability = opts.durability ?? 'process'
+  if (durability !== 'process' && durability !== 'sync') throw new TypeError("durability must be 'process' or 'sync'")
+  if (opts.dependsOn !== undefined) {
+    if (!Array.isArray(opts.dependsOn) || opts.dependsOn.some((d) => typeof d?.clear !== 'function')) {
+      throw new TypeError('dependsOn must be an array of memoized functions')
+    }
+  }
+  return {
+    backend,
+    path: opts.path ?? defaultCacheDir(),
+    namespace,
+    ttl,
+    grace,
+    lockTimeout: opts.lockTimeout === undefined ? 30_000 : toMs(opts.lockTimeout, 'lockTimeout'),
+    maxEntries: positiveInt(opts.maxEntries, 'maxEntries'),
+    maxBytes: positiveInt(opts.maxBytes, 'maxBytes'),
+    maxValueBytes: positiveInt(opts.maxValueBytes, 'maxValueBytes'),
+    serializer,
+    key: opts.key,
+    cacheUndefined: opts.cacheUndefined ?? true,
+    onBackendError,
+    shared,
+    durability,
+  }
+}

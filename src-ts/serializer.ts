@@ -1,0 +1,88 @@
+import { Packr } from 'msgpackr'
+import { deserialize, serialize } from 'node:v8'
+import type { Serializer } from './options'
+
+/**
+ * Value encodings. Every stored payload starts with one header byte: the serializer id in the
+ * high bits and, in bit 0, whether the function returned a Promise (so a hit read from disk in
+ * a fresh process is returned the way the function returns it).
+ */
+
+const packr = new Packr({ structuredClone: true, useBigIntExtension: true })
+
+/** msgpack with structured cloning: Date, Map, Set, BigInt, typed arrays, Buffers and cycles. */
+export const msgpack: Serializer = {
+  encode: (v) => packr.pack(v),
+  decode: (b) => packr.unpack(b),
+}
+
+/** V8's structured clone format (also keeps -0 and Error objects; slower). */
+export const v8: Serializer = {
+  encode: (v) => serialize(v),
+  decode: (b) => deserialize(b),
+}
+
+/** JSON: readable from any language, but lossy for Date, Map, Set, BigInt and undefined. */
+export const json: Serializer = {
+  encode: (v) => Buffer.from(JSON.stringify(v) ?? 'null'),
+  decode: (b) => JSON.parse(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString()),
+}
+
+const IDS = { msgpack: 1, v8: 2, json: 3 } as const
+const CUSTOM_ID = 4
+
+/** The codec chosen by a `serializer` option, with its header id. */
+export interface Codec {
+  id: number
+  serializer: Serializer
+}
+
+export function codecFor(option: 'msgpack' | 'v8' | 'json' | Serializer): Codec {
+  if (option === 'msgpack') return { id: IDS.msgpack, serializer: msgpack }
+  if (option === 'v8') return { id: IDS.v8, serializer: v8 }
+  if (option === 'json') return { id: IDS.json, serializer: json }
+  return { id: CUSTOM_ID, serializer: option }
+}
+
+/** Encodes a result with its header byte. Throws whatever the serializer throws. */
+export function encodePayload(codec: Codec, value: unknown, wasPromise: boolean): Buffer {
+  const body = codec.serializer.encode(value)
+  const out = Buffer.allocUnsafe(body.length + 1)
+  out[0] = (codec.id << 1) | (wasPromise ? 1 : 0)
+  out.set(body, 1)
+  return out
+}
+
+/** Sentinel for a payload this codec cannot read (another serializer, or damaged bytes). */
+export const UNREADABLE: unique symbol = Symbol('unreadable')
+
+/** Decodes a payload; {@link UNREADABLE} when it was written by another codec or cannot be decoded. */
+export function decodePayload(codec: Codec, payload: Uint8Array): { value: unknown; wasPromise: boolean } | typeof UNREADABLE {
+  if (payload.length < 1 || payload[0] >> 1 !== codec.id) return UNREADABLE
+  try {
+    return { value: codec.serializer.decode(payload.subarray(1)), wasPromise: (payload[0] & 1) === 1 }
+  } catch {
+    return UNREADABLE
+  }
+}
+
+/** Serializes an error for waiters in other threads; they rebuild it with {@link decodeError}. */
+export function encodeError(e: unknown): Buffer | undefined {
+  try {
+    return serialize(e)
+  } catch {
+    try {
+      return serialize(new Error(String((e as Error)?.message ?? e)))
+    } catch {
+      return undefined
+    }
+  }
+}
+
+export function decodeError(b: Uint8Array): unknown {
+  try {
+    return deserialize(b)
+  } catch (e) {
+    return e
+  }
+}

@@ -1,0 +1,325 @@
+import { types } from 'node:util'
+import { CachetteError, fromNative } from './errors'
+import { encodeKey } from './key'
+import { IO_BYTES, IO_CREATED, IO_FRESHNESS, openDisk, openShared, OWNER } from './native'
+import type { Failure, LockResult, NativeStore } from './native'
+import type { ResolvedOptions } from './options'
+import { codecFor, decodeError, decodePayload, encodeError, encodePayload, UNREADABLE } from './serializer'
+import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
+import { isPromiseLike, warnOnce } from './types'
+
+/*
+ * The `disk` and `shared: true` backends: entries live in the Rust core (RocksDB, or a sharded
+ * map shared by all worker threads), encoded. A call encodes its key in JS, and one native
+ * call hashes it and reads the entry. A miss takes the key's calculation lock (threads, and
+ * processes on disk), computes, and stores write-behind.
+ */
+
+const LOCK_ACQUIRED = 0
+const LOCK_SETTLED = 1
+
+type Read = { value: unknown; wasPromise: boolean; fresh: boolean } | undefined
+
+export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
+  const codec = codecFor(o.serializer)
+  const keyFn = o.key as ((...args: unknown[]) => unknown) | undefined
+  const { ttl, grace, lockTimeout, maxValueBytes, cacheUndefined, onBackendError } = o
+  const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
+  const io = Buffer.alloc(IO_BYTES)
+  /** Async computations of this thread, by key digest: callers share them. */
+  const inflight = new Map<string, Promise<unknown>>()
+  /** Keys this thread computes synchronously right now (re-entrant calls skip the lock). */
+  const computing = new Set<string>()
+  let asyncFn = types.isAsyncFunction(fn)
+  let closed = false
+  let store: NativeStore | null = null
+
+  function backendFailure(e: unknown): void {
+    stats.errors++
+    const err = fromNative(e)
+    if (onBackendError === 'throw') throw err
+    warnOnce(`cachette: ${o.namespace}: ${err.message} (${err.code}); computing without the cache`)
+  }
+
+  try {
+    store = o.backend === 'disk' ? openDisk(o.path, o.namespace) : openShared(o.namespace, o.maxEntries, o.maxBytes)
+  } catch (e) {
+    backendFailure(e)
+  }
+
+  function read(payload: Buffer | null, buf: Buffer): Read {
+    if (payload === null) return undefined
+    const d = decodePayload(codec, payload)
+    if (d === UNREADABLE) return undefined
+    return { value: d.value, wasPromise: d.wasPromise, fresh: buf[IO_FRESHNESS] === 0 }
+  }
+
+  function reread(buf: Buffer): Read {
+    try {
+      return read(store!.getHashed(buf), buf)
+    } catch (e) {
+      backendFailure(e)
+      return undefined
+    }
+  }
+
+  function answer(r: NonNullable<Read>): unknown {
+    return r.wasPromise || asyncFn ? Promise.resolve(r.value) : r.value
+  }
+
+  /** Stores `value` and releases the lock held on `buf`'s key (`locked`), or just stores it. */
+  function put(buf: Buffer, value: unknown, wasPromise: boolean, locked: boolean): void {
+    const s = store!
+    let payload: Buffer | undefined
+    if (value != null || cacheUndefined) {
+      try {
+        payload = encodePayload(codec, value, wasPromise)
+      } catch (e) {
+        stats.errors++
+        const err = new CachetteError('ERR_UNSERIALIZABLE_RESULT', `cachette: ${o.namespace}: a result could not be encoded and was not cached: ${(e as Error)?.message ?? e}`, { cause: e })
+        if (locked) s.release(buf, OWNER, null)
+        if (onBackendError === 'throw') throw err
+        warnOnce(err.message)
+        return
+      }
+      if (maxValueBytes !== undefined && payload.length > maxValueBytes) payload = undefined
+    }
+    try {
+      if (payload === undefined) {
+        if (locked) s.release(buf, OWNER, null)
+        return
+      }
+      const now = Date.now()
+      const staleAt = ttl === Infinity ? -1 : now + ttl
+      const expires = ttl === Infinity || grace === Infinity ? -1 : now + ttl + grace
+      if (locked) s.putAndRelease(buf, payload, staleAt, expires, now, OWNER)
+      else s.put(buf, payload, staleAt, expires, now)
+    } catch (e) {
+      backendFailure(e)
+    }
+  }
+
+  function fail(buf: Buffer, err: unknown): never {
+    stats.errors++
+    try {
+      store!.release(buf, OWNER, encodeError(err) ?? null)
+    } catch {
+      // The store is gone; nothing to release.
+    }
+    throw err
+  }
+
+  function computeSync(self: unknown, args: ArrayLike<unknown>, hex: string, force: boolean): unknown {
+    if (computing.has(hex)) return fn.apply(self, args as unknown[])
+    let lr: LockResult
+    try {
+      lr = store!.lock(io, OWNER, lockTimeout)
+    } catch (e) {
+      backendFailure(e)
+      return fn.apply(self, args as unknown[])
+    }
+    if (lr.state === LOCK_SETTLED) {
+      if (lr.error) throw decodeError(lr.error)
+      const r = reread(io)
+      stats.waits++
+      if (r !== undefined && !force) return answer(r)
+    } else if (lr.state === LOCK_ACQUIRED && !force) {
+      const r = reread(io)
+      if (r !== undefined && r.fresh) {
+        store!.release(io, OWNER, null)
+        stats.waits++
+        return answer(r)
+      }
+    }
+    const locked = lr.state === LOCK_ACQUIRED
+    stats.computations++
+    computing.add(hex)
+    let v: unknown
+    try {
+      v = fn.apply(self, args as unknown[])
+    } catch (err) {
+      computing.delete(hex)
+      if (locked) fail(io, err)
+      stats.errors++
+      throw err
+    } finally {
+      computing.delete(hex)
+    }
+    if (isPromiseLike(v)) {
+      // A function that returns promises: finish in the background, share it meanwhile.
+      asyncFn = true
+      const buf = Buffer.from(io)
+      const p = Promise.resolve(v).then(
+        (x) => {
+          put(buf, x, true, locked)
+          return x
+        },
+        (err) => (locked ? fail(buf, err) : Promise.reject(err)),
+      )
+      track(hex, p)
+      return p
+    }
+    put(io, v, false, locked)
+    return v
+  }
+
+  function computeAsync(self: unknown, args: ArrayLike<unknown>, hex: string, buf: Buffer, force: boolean): Promise<unknown> {
+    const p = (async () => {
+      const lr = (await store!.lockAsync(buf, OWNER, lockTimeout)) as LockResult | Failure
+      if ('code' in lr) {
+        backendFailure(lr)
+        return fn.apply(self, args as unknown[])
+      }
+      if (lr.state === LOCK_SETTLED) {
+        if (lr.error) throw decodeError(lr.error)
+        const r = reread(buf)
+        stats.waits++
+        if (r !== undefined && !force) return r.value
+      } else if (lr.state === LOCK_ACQUIRED && !force) {
+        const r = reread(buf)
+        if (r !== undefined && r.fresh) {
+          store!.release(buf, OWNER, null)
+          stats.waits++
+          return r.value
+        }
+      }
+      const locked = lr.state === LOCK_ACQUIRED
+      stats.computations++
+      let v: unknown
+      try {
+        v = await fn.apply(self, args as unknown[])
+      } catch (err) {
+        if (locked) fail(buf, err)
+        stats.errors++
+        throw err
+      }
+      put(buf, v, true, locked)
+      return v
+    })()
+    track(hex, p)
+    return p
+  }
+
+  function track(hex: string, p: Promise<unknown>): void {
+    inflight.set(hex, p)
+    const done = () => {
+      if (inflight.get(hex) === p) inflight.delete(hex)
+    }
+    p.then(done, done)
+  }
+
+  function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
+    if (closed) throw new CachetteError('ERR_CLOSED', `cachette: ${o.namespace} was closed; create a new memoized function to keep caching`)
+    if (co?.bypass) return fn.apply(self, args as unknown[])
+    const kb = encodeKey(keyFn === undefined ? args : [keyFn(...Array.from(args))])
+    if (store === null) return fn.apply(self, args as unknown[])
+    const force = co?.refresh === true
+    let r: Read
+    try {
+      if (force) store.hash(kb, io)
+      else r = read(store.get(kb, io), io)
+    } catch (e) {
+      backendFailure(e)
+      return fn.apply(self, args as unknown[])
+    }
+    if (r !== undefined && (co?.maxAge === undefined || Date.now() - io.readDoubleLE(IO_CREATED) <= co.maxAge)) {
+      if (r.fresh) {
+        stats.hits++
+        return answer(r) as ReturnType<F>
+      }
+      stats.staleHits++
+      const hex = io.toString('hex', 0, 32)
+      if (!inflight.has(hex)) {
+        computeAsync(self, Array.from(args), hex, Buffer.from(io), true).catch(() => {
+          // Counted in stats.errors; the stale value keeps being served until it expires.
+        })
+      }
+      return answer(r) as ReturnType<F>
+    }
+    stats.misses++
+    const hex = io.toString('hex', 0, 32)
+    const running = inflight.get(hex)
+    if (running !== undefined && !force) {
+      stats.waits++
+      return running as ReturnType<F>
+    }
+    if (asyncFn) return computeAsync(self, args, hex, Buffer.from(io), force) as ReturnType<F>
+    return computeSync(self, args, hex, force) as ReturnType<F>
+  }
+
+  function hashed(args: unknown[]): Buffer | undefined {
+    const kb = encodeKey(keyFn === undefined ? args : [keyFn(...args)])
+    if (store === null) return undefined
+    store.hash(kb, io)
+    return io
+  }
+
+  function lookup(args: unknown[]): Read {
+    const buf = hashed(args)
+    if (buf === undefined) return undefined
+    try {
+      return read(store!.getHashed(buf), buf)
+    } catch (e) {
+      backendFailure(e)
+      return undefined
+    }
+  }
+
+  return {
+    call,
+    stats,
+    methods: {
+      clearOwn() {
+        try {
+          store?.clear()
+        } catch (e) {
+          backendFailure(e)
+        }
+      },
+      size() {
+        try {
+          return store?.size() ?? 0
+        } catch (e) {
+          backendFailure(e)
+          return 0
+        }
+      },
+      delete(...args) {
+        const buf = hashed(args)
+        return buf !== undefined && store!.delete(buf)
+      },
+      has: (...args) => lookup(args) !== undefined,
+      peek(...args) {
+        const r = lookup(args)
+        return (r === undefined ? undefined : answer(r)) as ReturnType<F> | undefined
+      },
+      set(args, value) {
+        const buf = hashed(args)
+        if (buf === undefined) return
+        if (isPromiseLike(value)) {
+          const copy = Buffer.from(buf)
+          value.then((v: unknown) => put(copy, v, true, false), () => undefined)
+        } else put(buf, value, false, false)
+      },
+      clearLocks() {
+        inflight.clear()
+        computing.clear()
+      },
+      async flush() {
+        const f = (await store?.flush(o.durability === 'sync')) as Failure | null | undefined
+        if (f) throw fromNative(f)
+      },
+      async close() {
+        if (closed) return
+        try {
+          const f = (await store?.flush(o.durability === 'sync')) as Failure | null | undefined
+          if (f) throw fromNative(f)
+        } finally {
+          closed = true
+          store?.close()
+          store = null
+        }
+      },
+    },
+  }
+}
