@@ -14,12 +14,15 @@ export declare class NativeStore {
   /** Hashes the canonical key bytes into `io`'s digest. */
   hash(key: Uint8Array, io: Buffer): void
   /**
-   * Hashes `key` into `io`, then reads its entry: the payload, or `null` on a miss.
+   * Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
+   * or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
    * `io` also receives whether the entry is stale and when it was created.
    */
-  get(key: Uint8Array, io: Buffer): Buffer | null
-  /** Reads the entry of the digest already in `io`. */
-  getHashed(io: Buffer): Buffer | null
+  get(key: Uint8Array, io: Buffer, scratch: Buffer): number
+  /** Like `get`, for the digest already in `io`. */
+  getHashed(io: Buffer, scratch: Buffer): number
+  /** Reads the entry of the digest in `io` as a new Buffer (payloads too large for `scratch`). */
+  getBuffer(io: Buffer): Buffer | null
   /** Stores `payload` for the digest in `io` (write-behind on disk). */
   put(io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
   /** Removes the entry of the digest in `io`; true if there was one. */

@@ -8,7 +8,8 @@ import type { Serializer } from './options'
  * a fresh process is returned the way the function returns it).
  */
 
-const packr = new Packr({ structuredClone: true, useBigIntExtension: true })
+// copyBuffers: payloads are decoded from a reused scratch buffer, so decoded Buffers must not alias it.
+const packr = new Packr({ structuredClone: true, useBigIntExtension: true, copyBuffers: true })
 
 /** msgpack with structured cloning: Date, Map, Set, BigInt, typed arrays, Buffers and cycles. */
 export const msgpack: Serializer = {
@@ -56,14 +57,24 @@ export function encodePayload(codec: Codec, value: unknown, wasPromise: boolean)
 /** Sentinel for a payload this codec cannot read (another serializer, or damaged bytes). */
 export const UNREADABLE: unique symbol = Symbol('unreadable')
 
-/** Decodes a payload; {@link UNREADABLE} when it was written by another codec or cannot be decoded. */
-export function decodePayload(codec: Codec, payload: Uint8Array): { value: unknown; wasPromise: boolean } | typeof UNREADABLE {
-  if (payload.length < 1 || payload[0] >> 1 !== codec.id) return UNREADABLE
+/**
+ * Decodes a payload: the value, or {@link UNREADABLE} when it was written by another codec or
+ * cannot be decoded. Custom serializers get a copy of the bytes (the payload may be a reused buffer).
+ */
+export function decodePayload(codec: Codec, payload: Uint8Array, length: number): unknown {
+  if (length < 1 || payload[0] >> 1 !== codec.id) return UNREADABLE
   try {
-    return { value: codec.serializer.decode(payload.subarray(1)), wasPromise: (payload[0] & 1) === 1 }
+    if (codec.id === IDS.msgpack) return packr.unpack(payload as Buffer, { start: 1, end: length })
+    if (codec.id === CUSTOM_ID) return codec.serializer.decode(Uint8Array.prototype.slice.call(payload, 1, length))
+    return codec.serializer.decode(payload.subarray(1, length))
   } catch {
     return UNREADABLE
   }
+}
+
+/** Whether a payload holds the settled value of a Promise. */
+export function payloadWasPromise(payload: Uint8Array): boolean {
+  return (payload[0] & 1) === 1
 }
 
 /** Serializes an error for waiters in other threads; they rebuild it with {@link decodeError}. */

@@ -4,7 +4,7 @@ import { encodeKey } from './key'
 import { IO_BYTES, IO_CREATED, IO_FRESHNESS, openDisk, openShared, OWNER } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
 import type { ResolvedOptions } from './options'
-import { codecFor, decodeError, decodePayload, encodeError, encodePayload, UNREADABLE } from './serializer'
+import { codecFor, decodeError, decodePayload, encodeError, encodePayload, payloadWasPromise, UNREADABLE } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
 import { isPromiseLike, warnOnce } from './types'
 
@@ -15,10 +15,15 @@ import { isPromiseLike, warnOnce } from './types'
  * processes on disk), computes, and stores write-behind.
  */
 
+/** Payloads up to this size are copied into one reused buffer instead of a new one per read. */
+const SCRATCH_BYTES = 64 * 1024
+const scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
+
 const LOCK_ACQUIRED = 0
 const LOCK_SETTLED = 1
 
-type Read = { value: unknown; wasPromise: boolean; fresh: boolean } | undefined
+/** What a read found: the decoded value, or MISS. `lastFresh`/`lastWasPromise` describe it. */
+const MISS = UNREADABLE
 
 export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
   const codec = codecFor(o.serializer)
@@ -47,24 +52,38 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     backendFailure(e)
   }
 
-  function read(payload: Buffer | null, buf: Buffer): Read {
-    if (payload === null) return undefined
-    const d = decodePayload(codec, payload)
-    if (d === UNREADABLE) return undefined
-    return { value: d.value, wasPromise: d.wasPromise, fresh: buf[IO_FRESHNESS] === 0 }
+  let lastFresh = false
+  let lastWasPromise = false
+
+  /** Decodes what a native read left in `scratch` (or fetches a payload too large for it). */
+  function read(n: number, buf: Buffer): unknown {
+    if (n < 0) return MISS
+    let value: unknown
+    if (n <= SCRATCH_BYTES) {
+      value = decodePayload(codec, scratch, n)
+      lastWasPromise = payloadWasPromise(scratch)
+    } else {
+      const payload = store!.getBuffer(buf)
+      if (!payload) return MISS
+      value = decodePayload(codec, payload, payload.length)
+      lastWasPromise = payloadWasPromise(payload)
+    }
+    lastFresh = buf[IO_FRESHNESS] === 0
+    return value
   }
 
-  function reread(buf: Buffer): Read {
+  function reread(buf: Buffer): unknown {
     try {
-      return read(store!.getHashed(buf), buf)
+      return read(store!.getHashed(buf, scratch), buf)
     } catch (e) {
       backendFailure(e)
-      return undefined
+      return MISS
     }
   }
 
-  function answer(r: NonNullable<Read>): unknown {
-    return r.wasPromise || asyncFn ? Promise.resolve(r.value) : r.value
+  /** The value as the function returns it: in a Promise for async functions. */
+  function answer(value: unknown): unknown {
+    return lastWasPromise || asyncFn ? Promise.resolve(value) : value
   }
 
   /** Stores `value` and releases the lock held on `buf`'s key (`locked`), or just stores it. */
@@ -122,10 +141,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       if (lr.error) throw decodeError(lr.error)
       const r = reread(io)
       stats.waits++
-      if (r !== undefined && !force) return answer(r)
+      if (r !== MISS && !force) return answer(r)
     } else if (lr.state === LOCK_ACQUIRED && !force) {
       const r = reread(io)
-      if (r !== undefined && r.fresh) {
+      if (r !== MISS && lastFresh) {
         store!.release(io, OWNER, null)
         stats.waits++
         return answer(r)
@@ -174,13 +193,13 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (lr.error) throw decodeError(lr.error)
         const r = reread(buf)
         stats.waits++
-        if (r !== undefined && !force) return r.value
+        if (r !== MISS && !force) return r
       } else if (lr.state === LOCK_ACQUIRED && !force) {
         const r = reread(buf)
-        if (r !== undefined && r.fresh) {
+        if (r !== MISS && lastFresh) {
           store!.release(buf, OWNER, null)
           stats.waits++
-          return r.value
+          return r
         }
       }
       const locked = lr.state === LOCK_ACQUIRED
@@ -214,27 +233,28 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const kb = encodeKey(keyFn === undefined ? args : [keyFn(...Array.from(args))])
     if (store === null) return fn.apply(self, args as unknown[])
     const force = co?.refresh === true
-    let r: Read
+    let r: unknown = MISS
     try {
       if (force) store.hash(kb, io)
-      else r = read(store.get(kb, io), io)
+      else r = read(store.get(kb, io, scratch), io)
     } catch (e) {
       backendFailure(e)
       return fn.apply(self, args as unknown[])
     }
-    if (r !== undefined && (co?.maxAge === undefined || Date.now() - io.readDoubleLE(IO_CREATED) <= co.maxAge)) {
-      if (r.fresh) {
+    if (r !== MISS && (co === undefined || co.maxAge === undefined || Date.now() - io.readDoubleLE(IO_CREATED) <= co.maxAge)) {
+      if (lastFresh) {
         stats.hits++
         return answer(r) as ReturnType<F>
       }
       stats.staleHits++
+      const answered = answer(r)
       const hex = io.toString('hex', 0, 32)
       if (!inflight.has(hex)) {
         computeAsync(self, Array.from(args), hex, Buffer.from(io), true).catch(() => {
           // Counted in stats.errors; the stale value keeps being served until it expires.
         })
       }
-      return answer(r) as ReturnType<F>
+      return answered as ReturnType<F>
     }
     stats.misses++
     const hex = io.toString('hex', 0, 32)
@@ -254,14 +274,14 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     return io
   }
 
-  function lookup(args: unknown[]): Read {
+  function lookup(args: unknown[]): unknown {
     const buf = hashed(args)
-    if (buf === undefined) return undefined
+    if (buf === undefined) return MISS
     try {
-      return read(store!.getHashed(buf), buf)
+      return read(store!.getHashed(buf, scratch), buf)
     } catch (e) {
       backendFailure(e)
-      return undefined
+      return MISS
     }
   }
 
@@ -288,10 +308,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         const buf = hashed(args)
         return buf !== undefined && store!.delete(buf)
       },
-      has: (...args) => lookup(args) !== undefined,
+      has: (...args) => lookup(args) !== MISS,
       peek(...args) {
         const r = lookup(args)
-        return (r === undefined ? undefined : answer(r)) as ReturnType<F> | undefined
+        return (r === MISS ? undefined : answer(r)) as ReturnType<F> | undefined
       },
       set(args, value) {
         const buf = hashed(args)

@@ -18,7 +18,7 @@ use cachette_core::key::{Digest, Keyspace, DIGEST_LEN};
 use cachette_core::shard_map::Bounds;
 use cachette_core::store::disk::{DiskStore, Role};
 use cachette_core::store::memory::SharedMemory;
-use cachette_core::store::{Entry, LockOutcome, Store};
+use cachette_core::store::{LockOutcome, Store};
 use cachette_core::CoreError;
 
 /// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
@@ -139,21 +139,24 @@ impl NativeStore {
     Ok(())
   }
 
-  fn read_into(&self, io: &mut [u8]) -> Result<Option<Buffer>> {
+  /// Reads the entry of the digest in `io`, copying its payload into `scratch` when it fits.
+  /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
+  fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
     let d = digest_of(io)?;
-    let e = self.store()?.get(self.ns, &d).map_err(coded)?;
-    Ok(self.found(e, io))
-  }
-
-  fn found(&self, entry: Option<Entry>, io: &mut [u8]) -> Option<Buffer> {
-    let e = entry?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    io[IO_FRESHNESS] = match e.times.freshness(now) {
-      Freshness::Fresh => 0,
-      _ => 1,
-    };
-    io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(e.times.created_ms as f64).to_le_bytes());
-    Some(e.payload.into())
+    let mut len = -1i64;
+    self
+      .store()?
+      .read(self.ns, &d, &mut |times: Times, payload: &[u8]| {
+        io[IO_FRESHNESS] = u8::from(times.freshness(now) != Freshness::Fresh);
+        io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(times.created_ms as f64).to_le_bytes());
+        len = payload.len() as i64;
+        if let Some(dst) = scratch.get_mut(..payload.len()) {
+          dst.copy_from_slice(payload);
+        }
+      })
+      .map_err(coded)?;
+    Ok(len)
   }
 }
 
@@ -165,18 +168,32 @@ impl NativeStore {
     self.hash_into(key, &mut io)
   }
 
-  /// Hashes `key` into `io`, then reads its entry: the payload, or `null` on a miss.
+  /// Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
+  /// or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
   /// `io` also receives whether the entry is stale and when it was created.
   #[napi]
-  pub fn get(&self, key: &[u8], mut io: BufferSlice) -> Result<Option<Buffer>> {
+  pub fn get(&self, key: &[u8], mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
     self.hash_into(key, &mut io)?;
-    self.read_into(&mut io)
+    self.read_into(&mut io, &mut scratch)
   }
 
-  /// Reads the entry of the digest already in `io`.
+  /// Like `get`, for the digest already in `io`.
   #[napi]
-  pub fn get_hashed(&self, mut io: BufferSlice) -> Result<Option<Buffer>> {
-    self.read_into(&mut io)
+  pub fn get_hashed(&self, mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
+    self.read_into(&mut io, &mut scratch)
+  }
+
+  /// Reads the entry of the digest in `io` as a new Buffer (payloads too large for `scratch`).
+  #[napi]
+  pub fn get_buffer(&self, mut io: BufferSlice) -> Result<Option<Buffer>> {
+    let d = digest_of(&io)?;
+    let e = self.store()?.get(self.ns, &d).map_err(coded)?;
+    Ok(e.map(|e| {
+      let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+      io[IO_FRESHNESS] = u8::from(e.times.freshness(now) != Freshness::Fresh);
+      io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(e.times.created_ms as f64).to_le_bytes());
+      e.payload.into()
+    }))
   }
 
   /// Stores `payload` for the digest in `io` (write-behind on disk).

@@ -89,6 +89,7 @@ struct Progress {
   queued: u64,
   done: u64,
   last_failed: u64,
+  last_error: String,
 }
 
 struct Inner {
@@ -347,7 +348,7 @@ impl Inner {
       self.progressed.wait(&mut p);
     }
     if p.last_failed != failed_before && p.last_failed <= target {
-      return Err(CoreError::io("a queued write could not be applied"));
+      return Err(CoreError::io(format!("a queued write could not be applied: {}", p.last_error)));
     }
     Ok(())
   }
@@ -387,7 +388,7 @@ impl Inner {
           Job::Stop => {}
         }
       }
-      let ok = ops.is_empty() && !sync || self.apply(&ops, sync).is_ok();
+      let applied = if ops.is_empty() && !sync { Ok(()) } else { self.apply(&ops, sync) };
       {
         let mut pending = self.pending.lock();
         for j in &jobs {
@@ -405,8 +406,9 @@ impl Inner {
       }
       let mut p = self.progress.lock();
       p.done = p.done.max(max_seq);
-      if !ok {
+      if let Err(e) = applied {
         p.last_failed = max_seq;
+        p.last_error = e.to_string();
         self.write_errors.fetch_add(1, Ordering::Relaxed);
       }
       self.progressed.notify_all();
@@ -643,19 +645,49 @@ fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
   }
 }
 
-impl Store for DiskStore {
-  fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
-    let key = store_key(ns, digest);
-    let Some(raw) = self.inner.raw_get(&key)? else { return Ok(None) };
-    match envelope::open(digest, &raw) {
+impl DiskStore {
+  /// Checks an envelope read for `digest`: hands a live entry to `sink`, reclaims anything else.
+  fn accept(&self, key: StoreKey, digest: &Digest, raw: &[u8], sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+    match envelope::open(digest, raw) {
       Some((times, payload)) if times.freshness(self.inner.clock.now_ms()) != Freshness::Expired => {
-        Ok(Some(Entry { times, payload: payload.to_vec() }))
+        sink(times, payload);
+        Ok(true)
       }
       // Expired, corrupted, foreign or of another format version: a miss, reclaimed now.
       _ => {
         self.inner.enqueue_write(key, None, None)?;
-        Ok(None)
+        Ok(false)
       }
+    }
+  }
+}
+
+impl Store for DiskStore {
+  fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
+    let mut found = None;
+    self.read(ns, digest, &mut |times, payload| found = Some(Entry { times, payload: payload.to_vec() }))?;
+    Ok(found)
+  }
+
+  fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+    let key = store_key(ns, digest);
+    let queued = self.inner.pending.lock().get(&key).map(|p| p.value.clone());
+    if let Some(v) = queued {
+      return match v {
+        Some(v) => self.accept(key, digest, &v, sink),
+        None => Ok(false),
+      };
+    }
+    // The owner reads its database in place; a guest asks the owner.
+    if let Some(Conn::Owner { db, .. }) = &*self.inner.conn.read() {
+      return match db.get_pinned(key).map_err(CoreError::io)? {
+        Some(raw) => self.accept(key, digest, &raw, sink),
+        None => Ok(false),
+      };
+    }
+    match self.inner.raw_get(&key)? {
+      Some(raw) => self.accept(key, digest, &raw, sink),
+      None => Ok(false),
     }
   }
 

@@ -50,6 +50,16 @@ impl Store for SharedMemory {
     Ok(self.map.get(digest).map(|f| Entry { times: f.times, payload: f.value.to_vec() }))
   }
 
+  fn read(&self, _ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+    Ok(match self.map.get(digest) {
+      Some(f) => {
+        sink(f.times, &f.value);
+        true
+      }
+      None => false,
+    })
+  }
+
   fn put(&self, _ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
     self.map.insert(*digest, payload.into(), times);
     Ok(())

@@ -41,6 +41,17 @@ pub enum LockOutcome {
 pub trait Store: Send + Sync {
   /// Reads an entry, or `None` when absent, expired, foreign or corrupted.
   fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>>;
+  /// Reads an entry without copying it first: `sink` sees its times and payload.
+  /// Returns false (and does not call `sink`) on a miss.
+  fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+    Ok(match self.get(ns, digest)? {
+      Some(e) => {
+        sink(e.times, &e.payload);
+        true
+      }
+      None => false,
+    })
+  }
   /// Stores an entry (write-behind where the store supports it).
   fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()>;
   /// Removes an entry; true if one was present.
