@@ -49,6 +49,14 @@ let buf = Buffer.allocUnsafe(256)
 let view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
 let pos = 0
 const seen: object[] = []
+/** Path segments of the value being encoded; joined into a string only for an error message. */
+const trail: (string | number)[] = []
+
+function here(): string {
+  let p = 'args'
+  for (const seg of trail) p += typeof seg === 'number' ? `[${seg}]` : seg
+  return p
+}
 
 function room(n: number): void {
   if (pos + n <= buf.length) return
@@ -118,7 +126,7 @@ function bigint(x: bigint): void {
   for (let i = out.length - 1; i >= 0; i--) u8(out[i])
 }
 
-function value(v: unknown, path: string, depth: number): void {
+function value(v: unknown, depth: number): void {
   switch (typeof v) {
     case 'number':
       u8(T_NUMBER)
@@ -138,20 +146,20 @@ function value(v: unknown, path: string, depth: number): void {
       bigint(v)
       return
     case 'function':
-      throw unkeyable(path, 'functions have no value identity')
+      throw unkeyable(here(), 'functions have no value identity')
     case 'symbol':
-      throw unkeyable(path, 'symbols have no value identity')
+      throw unkeyable(here(), 'symbols have no value identity')
   }
   if (v === null) {
     u8(T_NULL)
     return
   }
-  object(v as object, path, depth)
+  object(v as object, depth)
 }
 
-function object(o: object, path: string, depth: number): void {
-  if (depth >= MAX_KEY_DEPTH) throw unkeyable(path, `nesting deeper than ${MAX_KEY_DEPTH}`)
-  if (seen.includes(o)) throw unkeyable(path, 'circular reference')
+function object(o: object, depth: number): void {
+  if (depth >= MAX_KEY_DEPTH) throw unkeyable(here(), `nesting deeper than ${MAX_KEY_DEPTH}`)
+  if (seen.includes(o)) throw unkeyable(here(), 'circular reference')
   seen.push(o)
   try {
     const proto = Object.getPrototypeOf(o)
@@ -159,17 +167,25 @@ function object(o: object, path: string, depth: number): void {
       u8(T_ARRAY)
       u32(o.length)
       for (let i = 0; i < o.length; i++) {
-        if (i in o) value(o[i], `${path}[${i}]`, depth + 1)
-        else u8(T_HOLE)
+        if (!(i in o)) {
+          u8(T_HOLE)
+          continue
+        }
+        trail.push(i)
+        value(o[i], depth + 1)
+        trail.pop()
       }
     } else if (proto === Object.prototype || proto === null) {
-      if (Object.getOwnPropertySymbols(o).length > 0) throw unkeyable(path, 'symbol-keyed properties are not keyed')
-      const names = Object.keys(o).sort()
+      if (Object.getOwnPropertySymbols(o).length > 0) throw unkeyable(here(), 'symbol-keyed properties are not keyed')
+      const names = Object.keys(o)
+      if (!isSorted(names)) names.sort()
       u8(T_OBJECT)
       u32(names.length)
       for (const name of names) {
         str(name)
-        value((o as Record<string, unknown>)[name], `${path}.${name}`, depth + 1)
+        trail.push(`.${name}`)
+        value((o as Record<string, unknown>)[name], depth + 1)
+        trail.pop()
       }
     } else if (types.isDate(o)) {
       u8(T_DATE)
@@ -179,14 +195,21 @@ function object(o: object, path: string, depth: number): void {
       u32((o as Map<unknown, unknown>).size)
       let i = 0
       for (const [k, v] of o as Map<unknown, unknown>) {
-        value(k, `${path}.keys()[${i}]`, depth + 1)
-        value(v, `${path}.get(…)[${i++}]`, depth + 1)
+        trail.push(`.keys()[${i}]`)
+        value(k, depth + 1)
+        trail[trail.length - 1] = `.values()[${i++}]`
+        value(v, depth + 1)
+        trail.pop()
       }
     } else if (types.isSet(o)) {
       u8(T_SET)
       u32((o as Set<unknown>).size)
       let i = 0
-      for (const v of o as Set<unknown>) value(v, `${path}.values()[${i++}]`, depth + 1)
+      for (const v of o as Set<unknown>) {
+        trail.push(`.values()[${i++}]`)
+        value(v, depth + 1)
+        trail.pop()
+      }
     } else if (Buffer.isBuffer(o)) {
       bytes(0, o)
     } else if (ArrayBuffer.isView(o)) {
@@ -199,14 +222,19 @@ function object(o: object, path: string, depth: number): void {
       str((o as RegExp).source)
       str((o as RegExp).flags)
     } else if (types.isPromise(o) || types.isWeakMap(o) || types.isWeakSet(o) || types.isProxy(o)) {
-      throw unkeyable(path, `a ${types.isPromise(o) ? 'Promise' : 'WeakMap, WeakSet or Proxy'} has no value identity`)
+      throw unkeyable(here(), `a ${types.isPromise(o) ? 'Promise' : 'WeakMap, WeakSet or Proxy'} has no value identity`)
     } else {
       const name = (proto as { constructor?: { name?: string } })?.constructor?.name || 'anonymous class'
-      throw unkeyable(path, `an instance of ${name} is not a plain value`)
+      throw unkeyable(here(), `an instance of ${name} is not a plain value`)
     }
   } finally {
     seen.pop()
   }
+}
+
+function isSorted(names: string[]): boolean {
+  for (let i = 1; i < names.length; i++) if (names[i - 1] > names[i]) return false
+  return true
 }
 
 /**
@@ -217,8 +245,12 @@ function object(o: object, path: string, depth: number): void {
 export function encodeKey(args: ArrayLike<unknown>): Buffer {
   pos = 0
   seen.length = 0
+  trail.length = 0
   u32(args.length)
-  for (let i = 0; i < args.length; i++) value(args[i], `args[${i}]`, 0)
+  for (let i = 0; i < args.length; i++) {
+    trail[0] = i
+    value(args[i], 0)
+  }
   return buf.subarray(0, pos)
 }
 

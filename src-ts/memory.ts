@@ -1,14 +1,16 @@
 import { encodeKeyString } from './key'
+import { LEAF, prune, UNSUPPORTED, walk } from './key-trie'
+import type { Node } from './key-trie'
 import type { ResolvedOptions } from './options'
 import { codecFor, encodePayload } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
 import { isPromiseLike } from './types'
 
 /*
- * The `memory` backend: entries are JavaScript values in two Maps — one keyed by a lone
- * primitive argument itself (which a Map tells apart exactly: '1' vs 1 vs 1n), one keyed by
- * the canonical encoding of anything else — so a hit is a Map lookup with no native call and
- * no decoding. Bounded caches link entries most- to least-recently used.
+ * The `memory` backend: entries are JavaScript values, found without any native call or
+ * decoding: a lone primitive argument keys a Map directly (a Map tells '1', 1 and 1n apart);
+ * primitives, plain objects and arrays walk a trie of Maps (key-trie.ts); anything else is
+ * keyed by its canonical encoding. Bounded caches link entries most- to least-recently used.
  */
 
 interface Entry {
@@ -22,14 +24,18 @@ interface Entry {
   staleAt: number
   expiresAt: number
   size: number
-  map: Map<unknown, Entry>
+  map: Map<unknown, unknown>
   prev: Entry | null
   next: Entry | null
 }
 
 export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
-  const prim = new Map<unknown, Entry>()
-  const enc = new Map<unknown, Entry>()
+  const prim = new Map<unknown, unknown>()
+  const enc = new Map<unknown, unknown>()
+  let root: Node = new Map()
+  let count = 0
+  /** Entries holding a pending promise (cleared by `clearLocks`). */
+  const pendingEntries = new Set<Entry>()
   const { ttl, grace, lockTimeout, maxEntries, maxBytes, maxValueBytes, cacheUndefined } = o
   const keyFn = o.key as ((...args: unknown[]) => unknown) | undefined
   const bounded = maxEntries !== undefined || maxBytes !== undefined
@@ -39,10 +45,12 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   let head: Entry | null = null
   let tail: Entry | null = null
   let bytes = 0
-  let curMap = prim
+  /** Where the last `keyFor` found the key: a Map and a key in it (`null`: trie path not built yet). */
+  let curMap: Map<unknown, unknown> | null = prim
   let curKey: unknown
+  let curSrc: ArrayLike<unknown> = []
 
-  function keyFor(args: ArrayLike<unknown>): void {
+  function keyFor(args: ArrayLike<unknown>, make: boolean): void {
     const src = keyFn === undefined ? args : [keyFn(...Array.from(args))]
     if (src.length === 1) {
       const a = src[0]
@@ -53,9 +61,23 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         return
       }
     }
-    curMap = enc
-    curKey = encodeKeyString(src)
+    const leaf = walk(root, src, make)
+    if (leaf === UNSUPPORTED) {
+      curMap = enc
+      curKey = encodeKeyString(src)
+    } else {
+      curMap = (leaf as Node | undefined) ?? null
+      curKey = LEAF
+      curSrc = src
+    }
   }
+
+  /** The Map that holds the key found by the last `keyFor`, creating its trie path if needed. */
+  function target(): Map<unknown, unknown> {
+    if (curMap === null) curMap = walk(root, curSrc, true) as Node
+    return curMap
+  }
+
 
   function unlink(e: Entry): void {
     if (e.prev === null) head = e.next
@@ -68,15 +90,23 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   function touch(e: Entry): void {
     if (head === e) return
     unlink(e)
+    pushFront(e)
+  }
+
+  function pushFront(e: Entry): void {
     e.next = head
     if (head !== null) head.prev = e
     head = e
     if (tail === null) tail = e
   }
 
-  function remove(e: Entry): void {
+  /** Removes an entry; `keepPath` keeps its trie path for an entry about to replace it. */
+  function remove(e: Entry, keepPath = false): void {
     if (e.map.get(e.key) !== e) return
-    e.map.delete(e.key)
+    if (e.key === LEAF && !keepPath) prune(e.map)
+    else e.map.delete(e.key)
+    if (e.pending) pendingEntries.delete(e)
+    count--
     bytes -= e.size
     if (bounded) unlink(e)
   }
@@ -90,9 +120,9 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   /** Stores `value`; `resolved` is what gets measured (the settled value of a promise). */
-  function store(map: Map<unknown, Entry>, key: unknown, value: unknown, pending: boolean, resolved: unknown = value): Entry | undefined {
-    const old = map.get(key)
-    if (old !== undefined) remove(old)
+  function store(map: Map<unknown, unknown>, key: unknown, value: unknown, pending: boolean, resolved: unknown = value): Entry | undefined {
+    const old = map.get(key) as Entry | undefined
+    if (old !== undefined) remove(old, true)
     const size = measure && !pending ? sizeOf(resolved) : 0
     if (maxValueBytes !== undefined && size > maxValueBytes) return undefined
     const now = Date.now()
@@ -102,10 +132,12 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       expiresAt: staleAt + grace, size, map, prev: null, next: null,
     }
     map.set(key, e)
+    if (pending) pendingEntries.add(e)
+    count++
     bytes += size
     if (bounded) {
-      touch(e)
-      while (tail !== null && ((maxEntries !== undefined && prim.size + enc.size > maxEntries) || (maxBytes !== undefined && bytes > maxBytes))) {
+      pushFront(e)
+      while (tail !== null && ((maxEntries !== undefined && count > maxEntries) || (maxBytes !== undefined && bytes > maxBytes))) {
         remove(tail)
       }
     }
@@ -119,7 +151,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     store(e.map, e.key, e.value, false, value)
   }
 
-  function compute(self: unknown, args: ArrayLike<unknown>, map: Map<unknown, Entry>, key: unknown): unknown {
+  function compute(self: unknown, args: ArrayLike<unknown>, map: Map<unknown, unknown>, key: unknown): unknown {
     stats.computations++
     let r: unknown
     try {
@@ -173,10 +205,9 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
     if (co?.bypass) return fn.apply(self, args as unknown[])
-    keyFor(args)
-    const map = curMap
+    keyFor(args, false)
     const key = curKey
-    const e = map.get(key)
+    const e = curMap === null ? undefined : (curMap.get(key) as Entry | undefined)
     if (e !== undefined && co?.refresh !== true) {
       const now = Date.now()
       if (e.pending) {
@@ -200,7 +231,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       }
     }
     stats.misses++
-    return compute(self, args, map, key) as ReturnType<F>
+    return compute(self, args, target(), key) as ReturnType<F>
   }
 
   // The hot path: one string or non-zero number argument, no TTL, no key function.
@@ -208,7 +239,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     keyFn === undefined && ttl === Infinity
       ? (function (this: unknown, a?: unknown) {
           if (arguments.length === 1 && (typeof a === 'string' || (typeof a === 'number' && a !== 0))) {
-            const e = prim.get(a)
+            const e = prim.get(a) as Entry | undefined
             if (e !== undefined && !e.pending) {
               stats.hits++
               if (bounded) touch(e)
@@ -220,8 +251,8 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       : undefined
 
   function lookup(args: ArrayLike<unknown>): Entry | undefined {
-    keyFor(args)
-    const e = curMap.get(curKey)
+    keyFor(args, false)
+    const e = curMap?.get(curKey) as Entry | undefined
     if (e === undefined) return undefined
     if (!e.pending && Date.now() >= e.expiresAt) {
       remove(e)
@@ -238,10 +269,13 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       clearOwn() {
         prim.clear()
         enc.clear()
+        root = new Map()
+        pendingEntries.clear()
         head = tail = null
         bytes = 0
+        count = 0
       },
-      size: () => prim.size + enc.size,
+      size: () => count,
       delete(...args) {
         const e = lookup(args)
         if (e === undefined) return false
@@ -251,8 +285,8 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       has: (...args) => lookup(args) !== undefined,
       peek: (...args) => lookup(args)?.value as ReturnType<F> | undefined,
       set(args, value) {
-        keyFor(args)
-        const map = curMap
+        keyFor(args, true)
+        const map = target()
         const key = curKey
         if (isPromiseLike(value)) {
           const e = store(map, key, value, true)
@@ -260,7 +294,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         } else store(map, key, value, false)
       },
       clearLocks() {
-        for (const m of [prim, enc]) for (const e of m.values()) if (e.pending) remove(e)
+        for (const e of [...pendingEntries]) remove(e)
       },
       flush: () => Promise.resolve(),
       close: () => Promise.resolve(),

@@ -1,0 +1,131 @@
+/*
+ * In-process keys without building strings: an argument list is walked as a sequence of tokens
+ * (primitives themselves, or structure markers) down a trie of Maps. A Map tells primitives apart
+ * exactly ('1', 1, 1n, true, null, undefined; every NaN alike), so the walk needs no encoding and
+ * no hashing of long strings: a hit on `f({ id: 1, kind: 'user' })` is a few Map lookups.
+ *
+ * The trie covers primitives, plain objects and arrays nested up to 16 levels, which is what
+ * arguments mostly are; anything else returns UNSUPPORTED and the caller uses the canonical
+ * encoding instead (which also raises ERR_UNKEYABLE_ARGUMENT where it must). Which way a value
+ * goes depends only on the value, so one argument list always has one key.
+ */
+
+/** A trie node: children by token, plus its parent and its token for pruning. */
+export type Node = Map<unknown, unknown>
+
+const marker = (name: string) => Object.freeze({ marker: name })
+const ARGS = marker('args')
+const ARR = marker('array')
+const OBJ = marker('object')
+const HOLE = marker('hole')
+const NEG_ZERO = marker('-0')
+const PARENT = marker('parent')
+const TOKEN = marker('token')
+/** The token under which a leaf node holds its entry. */
+export const LEAF = marker('leaf')
+/** Returned by {@link walk} for values the trie does not cover. */
+export const UNSUPPORTED = marker('unsupported')
+
+const MAX_DEPTH = 16
+let node: Node
+let create = false
+
+function step(tok: unknown): boolean {
+  let next = node.get(tok) as Node | undefined
+  if (next === undefined) {
+    if (!create) return false
+    next = new Map<unknown, unknown>([
+      [PARENT, node],
+      [TOKEN, tok],
+    ])
+    node.set(tok, next)
+  }
+  node = next
+  return true
+}
+
+/** 1: walked; 0: absent (lookup only); -1: not covered. */
+function value(v: unknown, depth: number): number {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+    case 'undefined':
+    case 'bigint':
+      return step(v) ? 1 : 0
+    case 'number':
+      return step(v === 0 && 1 / v < 0 ? NEG_ZERO : v) ? 1 : 0
+    case 'object':
+      break
+    default:
+      return -1
+  }
+  if (v === null) return step(null) ? 1 : 0
+  if (depth >= MAX_DEPTH) return -1
+  if (Array.isArray(v)) {
+    if (!step(ARR) || !step(v.length)) return 0
+    for (let i = 0; i < v.length; i++) {
+      const r = i in v ? value(v[i], depth + 1) : step(HOLE) ? 1 : 0
+      if (r !== 1) return r
+    }
+    return 1
+  }
+  const proto = Object.getPrototypeOf(v)
+  if (proto !== Object.prototype && proto !== null) return -1
+  const names = Object.keys(v)
+  for (let i = 1; i < names.length; i++) {
+    if (names[i - 1] > names[i]) {
+      names.sort()
+      break
+    }
+  }
+  if (!step(OBJ) || !step(names.length)) return 0
+  for (const name of names) {
+    if (!step(name)) return 0
+    const r = value((v as Record<string, unknown>)[name], depth + 1)
+    if (r !== 1) return r
+  }
+  return 1
+}
+
+/** Whether the trie covers `v` (checked when a lookup stops early at an absent node). */
+function covered(v: unknown, depth: number): boolean {
+  const t = typeof v
+  if (t !== 'object') return t !== 'function' && t !== 'symbol'
+  if (v === null) return true
+  if (depth >= MAX_DEPTH) return false
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (i in v && !covered(v[i], depth + 1)) return false
+    return true
+  }
+  const proto = Object.getPrototypeOf(v)
+  if (proto !== Object.prototype && proto !== null) return false
+  for (const name of Object.keys(v as object)) if (!covered((v as Record<string, unknown>)[name], depth + 1)) return false
+  return true
+}
+
+/**
+ * Finds (or, with `make`, creates) the leaf node of `args` under `root`: the node, `undefined`
+ * when absent, or {@link UNSUPPORTED} (decided by the values alone, present or not).
+ */
+export function walk(root: Node, args: ArrayLike<unknown>, make: boolean): Node | undefined | typeof UNSUPPORTED {
+  node = root
+  create = make
+  let r = step(ARGS) && step(args.length) ? 1 : 0
+  for (let i = 0; r === 1 && i < args.length; i++) r = value(args[i], 0)
+  if (r === 1) return node
+  if (r < 0) return UNSUPPORTED
+  for (let i = 0; i < args.length; i++) if (!covered(args[i], 0)) return UNSUPPORTED
+  return undefined
+}
+
+/** Removes a leaf's entry and every node left empty above it. */
+export function prune(leaf: Node): void {
+  leaf.delete(LEAF)
+  let n = leaf
+  while (n.size === 2) {
+    const parent = n.get(PARENT) as Node | undefined
+    if (parent === undefined) return
+    parent.delete(n.get(TOKEN))
+    n = parent
+  }
+}
