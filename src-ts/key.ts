@@ -87,8 +87,10 @@ function u32(n: number): void {
 
 function f64(x: number): void {
   room(8)
-  if (x !== x) view.setUint32(pos, 0x7ff80000), view.setUint32(pos + 4, 0)
-  else view.setFloat64(pos, x)
+  if (x !== x) {
+    view.setUint32(pos, 0x7ff80000)
+    view.setUint32(pos + 4, 0)
+  } else view.setFloat64(pos, x)
   pos += 8
 }
 

@@ -246,6 +246,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
               return e.value
             }
           }
+          // eslint-disable-next-line prefer-rest-params -- no array allocation on the hot path
           return call(this, arguments, undefined)
         } as unknown as F)
       : undefined

@@ -38,7 +38,11 @@ pub struct Times {
 impl Times {
   /// An entry that never goes stale.
   pub fn forever(now_ms: u64) -> Self {
-    Times { created_ms: now_ms, stale_at_ms: NEVER, expires_ms: NEVER }
+    Times {
+      created_ms: now_ms,
+      stale_at_ms: NEVER,
+      expires_ms: NEVER,
+    }
   }
 }
 
@@ -92,7 +96,11 @@ pub fn peek_times(bytes: &[u8]) -> Option<Times> {
   if bytes.len() < OVERHEAD || bytes[..2] != MAGIC || bytes[2] != FORMAT_VERSION {
     return None;
   }
-  Some(Times { created_ms: u64_at(bytes, 4), stale_at_ms: u64_at(bytes, 12), expires_ms: u64_at(bytes, 20) })
+  Some(Times {
+    created_ms: u64_at(bytes, 4),
+    stale_at_ms: u64_at(bytes, 12),
+    expires_ms: u64_at(bytes, 20),
+  })
 }
 
 /// Checks an envelope read for `digest` and returns its times and payload,
@@ -107,7 +115,12 @@ pub fn open<'a>(digest: &Digest, bytes: &'a [u8]) -> Option<(Times, &'a [u8])> {
     return None;
   }
   let body = &bytes[..HEADER_LEN + len];
-  let crc = u32::from_be_bytes([bytes[HEADER_LEN + len], bytes[HEADER_LEN + len + 1], bytes[HEADER_LEN + len + 2], bytes[HEADER_LEN + len + 3]]);
+  let crc = u32::from_be_bytes([
+    bytes[HEADER_LEN + len],
+    bytes[HEADER_LEN + len + 1],
+    bytes[HEADER_LEN + len + 2],
+    bytes[HEADER_LEN + len + 3],
+  ]);
   if crc32fast::hash(body) != crc {
     return None;
   }
@@ -122,7 +135,11 @@ mod tests {
 
   #[test]
   fn round_trips_payload_and_times() {
-    let t = Times { created_ms: 5, stale_at_ms: 10, expires_ms: 20 };
+    let t = Times {
+      created_ms: 5,
+      stale_at_ms: 10,
+      expires_ms: 20,
+    };
     let sealed = seal(&D, t, b"hello");
     let (times, payload) = open(&D, &sealed).unwrap();
     assert_eq!(times, t);
@@ -155,11 +172,19 @@ mod tests {
 
   #[test]
   fn freshness_follows_stale_and_expiry_times() {
-    let t = Times { created_ms: 100, stale_at_ms: 200, expires_ms: 300 };
+    let t = Times {
+      created_ms: 100,
+      stale_at_ms: 200,
+      expires_ms: 300,
+    };
     assert_eq!(t.freshness(150), Freshness::Fresh);
     assert_eq!(t.freshness(200), Freshness::Stale);
     assert_eq!(t.freshness(300), Freshness::Expired);
-    let future = Times { created_ms: 10_000_000, stale_at_ms: NEVER, expires_ms: NEVER };
+    let future = Times {
+      created_ms: 10_000_000,
+      stale_at_ms: NEVER,
+      expires_ms: NEVER,
+    };
     assert_eq!(future.freshness(1_000), Freshness::Stale);
   }
 }

@@ -41,7 +41,9 @@ impl CoreError {
   }
 
   pub(crate) fn io(reason: impl fmt::Display) -> Self {
-    CoreError::Io { reason: reason.to_string() }
+    CoreError::Io {
+      reason: reason.to_string(),
+    }
   }
 }
 

@@ -37,9 +37,10 @@ impl FileLocks {
       use std::os::unix::fs::OpenOptionsExt;
       o.mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW);
     }
-    let file = o
-      .open(path)
-      .map_err(|e| CoreError::StoreUnavailable { path: path.to_owned(), reason: format!("lock file: {e}") })?;
+    let file = o.open(path).map_err(|e| CoreError::StoreUnavailable {
+      path: path.to_owned(),
+      reason: format!("lock file: {e}"),
+    })?;
     Ok(FileLocks { file })
   }
 

@@ -47,7 +47,10 @@ pub enum KeyValue {
   Bool(bool),
   Number(f64),
   /// Sign (true = negative) and big-endian magnitude without leading zero bytes.
-  BigInt { negative: bool, magnitude: Vec<u8> },
+  BigInt {
+    negative: bool,
+    magnitude: Vec<u8>,
+  },
   String(Vec<u16>),
   /// `None` marks an array hole, distinct from `undefined`.
   Array(Vec<Option<KeyValue>>),
@@ -58,8 +61,14 @@ pub enum KeyValue {
   Map(Vec<(KeyValue, KeyValue)>),
   /// Values in insertion order.
   Set(Vec<KeyValue>),
-  Bytes { kind: BytesKind, bytes: Vec<u8> },
-  RegExp { source: Vec<u16>, flags: Vec<u16> },
+  Bytes {
+    kind: BytesKind,
+    bytes: Vec<u8>,
+  },
+  RegExp {
+    source: Vec<u16>,
+    flags: Vec<u16>,
+  },
 }
 
 mod tag {
@@ -223,7 +232,11 @@ impl Keyspace {
     let ns_digest = blake3::derive_key("cachette 2026 namespace id v1", namespace.as_bytes());
     let mut id = [0u8; 8];
     id.copy_from_slice(&ns_digest[..8]);
-    Keyspace { name: namespace.to_owned(), key, id }
+    Keyspace {
+      name: namespace.to_owned(),
+      key,
+      id,
+    }
   }
 
   /// The namespace this keyspace hashes for.
@@ -266,7 +279,13 @@ mod tests {
     use KeyValue::*;
     let pairs: Vec<(KeyValue, KeyValue)> = vec![
       (Number(f64::NAN), Null),
-      (BigInt { negative: false, magnitude: vec![1] }, Number(1.0)),
+      (
+        BigInt {
+          negative: false,
+          magnitude: vec![1],
+        },
+        Number(1.0),
+      ),
       (KeyValue::str("1"), Number(1.0)),
       (Undefined, Null),
       (Map(vec![]), Object(vec![])),
@@ -277,13 +296,23 @@ mod tests {
       (Array(vec![None]), Array(vec![Some(Undefined)])),
       (Bool(false), Number(0.0)),
       (
-        Bytes { kind: BytesKind::Buffer, bytes: vec![1] },
-        Bytes { kind: BytesKind::Uint8Array, bytes: vec![1] },
+        Bytes {
+          kind: BytesKind::Buffer,
+          bytes: vec![1],
+        },
+        Bytes {
+          kind: BytesKind::Uint8Array,
+          bytes: vec![1],
+        },
       ),
       (KeyValue::str(""), Undefined),
     ];
     for (a, b) in pairs {
-      assert_ne!(d(&[a.clone()]), d(&[b.clone()]), "{a:?} vs {b:?}");
+      assert_ne!(
+        d(std::slice::from_ref(&a)),
+        d(std::slice::from_ref(&b)),
+        "{a:?} vs {b:?}"
+      );
     }
   }
 
@@ -309,18 +338,33 @@ mod tests {
 
   #[test]
   fn bigint_zero_and_leading_zeros_are_canonical() {
-    let zero = KeyValue::BigInt { negative: false, magnitude: vec![] };
-    let neg_zero = KeyValue::BigInt { negative: true, magnitude: vec![0] };
+    let zero = KeyValue::BigInt {
+      negative: false,
+      magnitude: vec![],
+    };
+    let neg_zero = KeyValue::BigInt {
+      negative: true,
+      magnitude: vec![0],
+    };
     assert_eq!(d(&[zero]), d(&[neg_zero]));
-    let a = KeyValue::BigInt { negative: false, magnitude: vec![0, 0, 5] };
-    let b = KeyValue::BigInt { negative: false, magnitude: vec![5] };
+    let a = KeyValue::BigInt {
+      negative: false,
+      magnitude: vec![0, 0, 5],
+    };
+    let b = KeyValue::BigInt {
+      negative: false,
+      magnitude: vec![5],
+    };
     assert_eq!(d(&[a]), d(&[b]));
   }
 
   #[test]
   fn argument_boundaries_are_unambiguous() {
     // ('ab', 'c') vs ('a', 'bc') and one array argument vs two arguments.
-    assert_ne!(d(&[KeyValue::str("ab"), KeyValue::str("c")]), d(&[KeyValue::str("a"), KeyValue::str("bc")]));
+    assert_ne!(
+      d(&[KeyValue::str("ab"), KeyValue::str("c")]),
+      d(&[KeyValue::str("a"), KeyValue::str("bc")])
+    );
     let one = KeyValue::Array(vec![Some(KeyValue::Number(1.0)), Some(KeyValue::Number(2.0))]);
     assert_ne!(d(&[one]), d(&[KeyValue::Number(1.0), KeyValue::Number(2.0)]));
     assert_ne!(d(&[]), d(&[KeyValue::Undefined]));
@@ -349,7 +393,11 @@ mod tests {
       0x06, 0, 0, 0, 1, 0x00, 0x61, // string "a" as one UTF-16 unit
     ];
     assert_eq!(encoded, expected);
-    let hex: String = Keyspace::new("docs").digest_encoded(&encoded).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = Keyspace::new("docs")
+      .digest_encoded(&encoded)
+      .iter()
+      .map(|b| format!("{b:02x}"))
+      .collect();
     assert_eq!(hex, DOCS_EXAMPLE_DIGEST, "docs/key-encoding.md states this digest");
   }
 }

@@ -52,13 +52,28 @@ struct Shard {
 
 impl Shard {
   fn new() -> Self {
-    Shard { index: HashMap::new(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL, bytes: 0 }
+    Shard {
+      index: HashMap::new(),
+      nodes: Vec::new(),
+      free: Vec::new(),
+      head: NIL,
+      tail: NIL,
+      bytes: 0,
+    }
   }
 
   fn unlink(&mut self, i: usize) {
     let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
-    if prev == NIL { self.head = next } else { self.nodes[prev].next = next }
-    if next == NIL { self.tail = prev } else { self.nodes[next].prev = prev }
+    if prev == NIL {
+      self.head = next
+    } else {
+      self.nodes[prev].next = next
+    }
+    if next == NIL {
+      self.tail = prev
+    } else {
+      self.nodes[next].prev = prev
+    }
   }
 
   fn push_front(&mut self, i: usize) {
@@ -104,7 +119,11 @@ impl ShardMap {
       max_entries: bounds.max_entries.map(|m| m.div_ceil(n)),
       max_bytes: bounds.max_bytes.map(|m| m.div_ceil(n)),
     };
-    ShardMap { shards: (0..n).map(|_| Mutex::new(Shard::new())).collect(), per_shard, clock }
+    ShardMap {
+      shards: (0..n).map(|_| Mutex::new(Shard::new())).collect(),
+      per_shard,
+      clock,
+    }
   }
 
   fn shard(&self, key: &Digest) -> &Mutex<Shard> {
@@ -126,14 +145,20 @@ impl ShardMap {
       s.push_front(i);
     }
     let node = &s.nodes[i];
-    Some(Found { value: node.value.clone(), times: node.times, freshness })
+    Some(Found {
+      value: node.value.clone(),
+      times: node.times,
+      freshness,
+    })
   }
 
   /// True if `key` holds an unexpired entry; does not touch the LRU order.
   pub fn contains(&self, key: &Digest) -> bool {
     let now = self.clock.now_ms();
     let s = self.shard(key).lock();
-    s.index.get(key).is_some_and(|&i| s.nodes[i].times.freshness(now) != Freshness::Expired)
+    s.index
+      .get(key)
+      .is_some_and(|&i| s.nodes[i].times.freshness(now) != Freshness::Expired)
   }
 
   /// Stores `value` under `key`, then evicts least recently used entries while over bounds.
@@ -154,7 +179,13 @@ impl ShardMap {
         s.push_front(i);
       }
     } else {
-      let node = Node { key, value, times, prev: NIL, next: NIL };
+      let node = Node {
+        key,
+        value,
+        times,
+        prev: NIL,
+        next: NIL,
+      };
       let i = match s.free.pop() {
         Some(i) => {
           s.nodes[i] = node;
@@ -170,9 +201,7 @@ impl ShardMap {
       s.push_front(i);
     }
     let Bounds { max_entries, max_bytes } = self.per_shard;
-    while s.tail != NIL
-      && (max_entries.is_some_and(|m| s.len() > m) || max_bytes.is_some_and(|m| s.bytes > m))
-    {
+    while s.tail != NIL && (max_entries.is_some_and(|m| s.len() > m) || max_bytes.is_some_and(|m| s.bytes > m)) {
       let t = s.tail;
       s.remove_at(t);
     }
@@ -235,7 +264,10 @@ mod tests {
 
   #[test]
   fn evicts_the_least_recently_used_entry_beyond_max_entries() {
-    let (m, _) = map(Bounds { max_entries: Some(3), max_bytes: None });
+    let (m, _) = map(Bounds {
+      max_entries: Some(3),
+      max_bytes: None,
+    });
     for i in 0..3 {
       m.insert(k(i), v(1), Times::forever(0));
     }
@@ -250,7 +282,10 @@ mod tests {
 
   #[test]
   fn evicts_by_bytes_and_refuses_values_larger_than_the_bound() {
-    let (m, _) = map(Bounds { max_entries: None, max_bytes: Some(3 * (100 + ENTRY_OVERHEAD)) });
+    let (m, _) = map(Bounds {
+      max_entries: None,
+      max_bytes: Some(3 * (100 + ENTRY_OVERHEAD)),
+    });
     for i in 0..5 {
       m.insert(k(i), v(100), Times::forever(0));
     }
@@ -264,7 +299,15 @@ mod tests {
   #[test]
   fn entries_go_stale_then_expire_with_the_clock() {
     let (m, clock) = map(Bounds::default());
-    m.insert(k(1), v(1), Times { created_ms: 1_000, stale_at_ms: 1_100, expires_ms: 1_200 });
+    m.insert(
+      k(1),
+      v(1),
+      Times {
+        created_ms: 1_000,
+        stale_at_ms: 1_100,
+        expires_ms: 1_200,
+      },
+    );
     assert_eq!(m.get(&k(1)).unwrap().freshness, Freshness::Fresh);
     clock.advance(150);
     assert_eq!(m.get(&k(1)).unwrap().freshness, Freshness::Stale);
@@ -277,7 +320,15 @@ mod tests {
   fn replacing_a_value_keeps_byte_accounting_exact() {
     let (m, _) = map(Bounds::default());
     m.insert(k(1), v(10), Times::forever(0));
-    m.insert(k(1), v(30), Times { created_ms: 0, stale_at_ms: NEVER, expires_ms: NEVER });
+    m.insert(
+      k(1),
+      v(30),
+      Times {
+        created_ms: 0,
+        stale_at_ms: NEVER,
+        expires_ms: NEVER,
+      },
+    );
     assert_eq!(m.bytes(), 30 + ENTRY_OVERHEAD);
     assert!(m.remove(&k(1)));
     assert_eq!(m.bytes(), 0);
@@ -285,7 +336,13 @@ mod tests {
 
   #[test]
   fn many_threads_insert_and_read_concurrently() {
-    let m = Arc::new(ShardMap::new(Bounds { max_entries: Some(100_000), max_bytes: None }, crate::clock::system()));
+    let m = Arc::new(ShardMap::new(
+      Bounds {
+        max_entries: Some(100_000),
+        max_bytes: None,
+      },
+      crate::clock::system(),
+    ));
     let hs: Vec<_> = (0..8u32)
       .map(|t| {
         let m = m.clone();

@@ -95,7 +95,9 @@ impl<V: Clone> Flight<V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
   pub fn new() -> Self {
-    SingleFlight { flights: Mutex::new(HashMap::new()) }
+    SingleFlight {
+      flights: Mutex::new(HashMap::new()),
+    }
   }
 
   /// Claims `key` for `owner`, or joins the flight already running for it.
@@ -104,7 +106,13 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
     if let Some(f) = flights.get(key) {
       return Claim::Follower(f.clone());
     }
-    flights.insert(key.clone(), Arc::new(Flight { state: Mutex::new(State::Running { owner }), done: Condvar::new() }));
+    flights.insert(
+      key.clone(),
+      Arc::new(Flight {
+        state: Mutex::new(State::Running { owner }),
+        done: Condvar::new(),
+      }),
+    );
     Claim::Leader
   }
 
@@ -172,7 +180,13 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
   /// # Panics
   /// Never because of `init`: if it panics, the claim is abandoned, one waiter takes over,
   /// and the panic continues in the caller that ran `init`.
-  pub fn get_with(&self, key: &K, owner: OwnerId, timeout: Option<Duration>, init: impl FnOnce() -> CoreResult<V>) -> CoreResult<V> {
+  pub fn get_with(
+    &self,
+    key: &K,
+    owner: OwnerId,
+    timeout: Option<Duration>,
+    init: impl FnOnce() -> CoreResult<V>,
+  ) -> CoreResult<V> {
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
     let mut init = Some(init);
@@ -196,7 +210,11 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         Claim::Follower(flight) => match flight.wait(deadline) {
           Outcome::Finished(r) => return r,
           Outcome::Abandoned => continue,
-          Outcome::TimedOut => return Err(CoreError::LockTimeout { waited_ms: start.elapsed().as_millis() as u64 }),
+          Outcome::TimedOut => {
+            return Err(CoreError::LockTimeout {
+              waited_ms: start.elapsed().as_millis() as u64,
+            })
+          }
         },
       }
     }

@@ -9,7 +9,11 @@ pub struct TempDir(PathBuf);
 impl TempDir {
   pub fn new() -> Self {
     static N: AtomicU32 = AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!("cachette-core-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let p = std::env::temp_dir().join(format!(
+      "cachette-core-test-{}-{}",
+      std::process::id(),
+      N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&p).expect("create temp dir");
     TempDir(p)
   }

@@ -23,7 +23,6 @@ use cachette_core::CoreError;
 
 /// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
 /// `src-ts/errors.ts` turns them into `CachetteError`s with that `code`.
-
 fn coded(e: CoreError) -> Error {
   Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
 }
@@ -61,12 +60,18 @@ const IO_CREATED: usize = 40;
 pub const IO_BYTES: u32 = 48;
 
 fn digest_of(io: &[u8]) -> Result<Digest> {
-  io.get(..DIGEST_LEN).and_then(|d| d.try_into().ok()).ok_or_else(|| invalid("io buffer too small"))
+  io.get(..DIGEST_LEN)
+    .and_then(|d| d.try_into().ok())
+    .ok_or_else(|| invalid("io buffer too small"))
 }
 
 fn times(stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Times {
   let at = |x: f64| if x.is_finite() && x >= 0.0 { x as u64 } else { NEVER };
-  Times { created_ms: now_ms.max(0.0) as u64, stale_at_ms: at(stale_at_ms), expires_ms: at(expires_ms) }
+  Times {
+    created_ms: now_ms.max(0.0) as u64,
+    stale_at_ms: at(stale_at_ms),
+    expires_ms: at(expires_ms),
+  }
 }
 
 /// The state of a calculation lock request, as JS sees it.
@@ -81,7 +86,10 @@ pub struct LockResult {
 fn lock_result(o: LockOutcome) -> LockResult {
   match o {
     LockOutcome::Acquired => LockResult { state: 0, error: None },
-    LockOutcome::Settled(e) => LockResult { state: 1, error: e.map(Buffer::from) },
+    LockOutcome::Settled(e) => LockResult {
+      state: 1,
+      error: e.map(Buffer::from),
+    },
     LockOutcome::TimedOut => LockResult { state: 2, error: None },
   }
 }
@@ -94,7 +102,10 @@ pub struct Failure {
 }
 
 fn failure(e: CoreError) -> Failure {
-  Failure { code: e.code().to_owned(), message: e.to_string() }
+  Failure {
+    code: e.code().to_owned(),
+    message: e.to_string(),
+  }
 }
 
 /// Opens the disk cache directory `path` for `namespace`.
@@ -107,7 +118,10 @@ pub fn open_disk(path: String, namespace: String) -> Result<NativeStore> {
 /// Opens the process-wide memory store of `namespace` (shared by all worker threads).
 #[napi]
 pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Option<f64>) -> NativeStore {
-  let bounds = Bounds { max_entries: max_entries.map(|n| n as usize), max_bytes: max_bytes.map(|n| n as usize) };
+  let bounds = Bounds {
+    max_entries: max_entries.map(|n| n as usize),
+    max_bytes: max_bytes.map(|n| n as usize),
+  };
   let store = SharedMemory::open(&namespace, bounds, cachette_core::clock::system());
   NativeStore::new(store, None, &namespace)
 }
@@ -126,7 +140,12 @@ impl NativeStore {
     open_stores().lock().push(Arc::downgrade(&store));
     let keyspace = Keyspace::new(namespace);
     let ns = keyspace.id();
-    NativeStore { store: Some(store), disk, keyspace, ns }
+    NativeStore {
+      store: Some(store),
+      disk,
+      keyspace,
+      ns,
+    }
   }
 
   fn store(&self) -> Result<&Arc<dyn Store>> {
@@ -135,7 +154,9 @@ impl NativeStore {
 
   fn hash_into(&self, key: &[u8], io: &mut [u8]) -> Result<()> {
     let d = self.keyspace.digest_encoded(key);
-    io.get_mut(..DIGEST_LEN).ok_or_else(|| invalid("io buffer too small"))?.copy_from_slice(&d);
+    io.get_mut(..DIGEST_LEN)
+      .ok_or_else(|| invalid("io buffer too small"))?
+      .copy_from_slice(&d);
     Ok(())
   }
 
@@ -143,7 +164,10 @@ impl NativeStore {
   /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
   fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
     let d = digest_of(io)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+      .duration_since(std::time::UNIX_EPOCH)
+      .map(|d| d.as_millis() as u64)
+      .unwrap_or(0);
     let mut len = -1i64;
     self
       .store()?
@@ -189,7 +213,10 @@ impl NativeStore {
     let d = digest_of(&io)?;
     let e = self.store()?.get(self.ns, &d).map_err(coded)?;
     Ok(e.map(|e| {
-      let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+      let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
       io[IO_FRESHNESS] = u8::from(e.times.freshness(now) != Freshness::Fresh);
       io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(e.times.created_ms as f64).to_le_bytes());
       e.payload.into()
@@ -200,7 +227,10 @@ impl NativeStore {
   #[napi]
   pub fn put(&self, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
     let d = digest_of(io)?;
-    self.store()?.put(self.ns, &d, payload, times(stale_at_ms, expires_ms, now_ms)).map_err(coded)
+    self
+      .store()?
+      .put(self.ns, &d, payload, times(stale_at_ms, expires_ms, now_ms))
+      .map_err(coded)
   }
 
   /// Removes the entry of the digest in `io`; true if there was one.
@@ -226,7 +256,10 @@ impl NativeStore {
   #[napi]
   pub fn lock(&self, io: &[u8], owner: u32, timeout_ms: f64) -> Result<LockResult> {
     let d = digest_of(io)?;
-    let o = self.store()?.lock(&d, u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64)).map_err(coded)?;
+    let o = self
+      .store()?
+      .lock(&d, u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64))
+      .map_err(coded)?;
     Ok(lock_result(o))
   }
 
@@ -253,10 +286,21 @@ impl NativeStore {
 
   /// Stores the computed payload and releases the lock taken by `owner`.
   #[napi]
-  pub fn put_and_release(&self, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64, owner: u32) -> Result<()> {
+  pub fn put_and_release(
+    &self,
+    io: &[u8],
+    payload: &[u8],
+    stale_at_ms: f64,
+    expires_ms: f64,
+    now_ms: f64,
+    owner: u32,
+  ) -> Result<()> {
     let d = digest_of(io)?;
     let t = times(stale_at_ms, expires_ms, now_ms);
-    self.store()?.put_and_release(self.ns, &d, payload, t, u64::from(owner)).map_err(coded)
+    self
+      .store()?
+      .put_and_release(self.ns, &d, payload, t, u64::from(owner))
+      .map_err(coded)
   }
 
   /// Releases the lock without a value; `error` (serialized) reaches the waiting threads.

@@ -25,7 +25,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use rocksdb::{BlockBasedOptions, Cache, CompactionDecision, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+  BlockBasedOptions, Cache, CompactionDecision, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
 use super::ipc::{self, Cursor, WriteOp};
 use super::{claim_local, settle_local, Entry, LockOutcome, Store};
@@ -78,9 +80,22 @@ struct Pending {
 }
 
 enum Job {
-  Write { seq: u64, key: StoreKey, value: Option<Arc<[u8]>>, sync: bool, unlock: Option<Digest> },
-  Range { seq: u64, from: Vec<u8>, to: Vec<u8>, sync: bool },
-  Sync { seq: u64 },
+  Write {
+    seq: u64,
+    key: StoreKey,
+    value: Option<Arc<[u8]>>,
+    sync: bool,
+    unlock: Option<Digest>,
+  },
+  Range {
+    seq: u64,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    sync: bool,
+  },
+  Sync {
+    seq: u64,
+  },
   Stop,
 }
 
@@ -118,7 +133,10 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskStore>>> {
 }
 
 fn unavailable(path: &Path, reason: impl std::fmt::Display) -> CoreError {
-  CoreError::StoreUnavailable { path: path.to_owned(), reason: reason.to_string() }
+  CoreError::StoreUnavailable {
+    path: path.to_owned(),
+    reason: reason.to_string(),
+  }
 }
 
 /// Creates the directory 0700 (umask-proof) if it does not exist.
@@ -160,6 +178,15 @@ fn is_lock_error(e: &rocksdb::Error) -> bool {
   s.contains("LOCK") && (s.contains("lock") || s.contains("Resource temporarily unavailable"))
 }
 
+/// `DB::open` rotates and trims RocksDB's info log (`LOG`, `LOG.old.*`) before it takes the
+/// `LOCK`, so processes opening one directory at the same moment (a fresh start, or guests
+/// electing a new owner) can each try to delete the same old log file, and the slower one's
+/// open fails with ENOENT. Nothing in the database was touched yet: open again.
+fn is_info_log_race(e: &rocksdb::Error) -> bool {
+  let s = e.to_string();
+  s.contains("No such file or directory") && s.contains("LOG")
+}
+
 fn db_options() -> Options {
   let mut o = Options::default();
   o.create_if_missing(true);
@@ -173,10 +200,13 @@ fn db_options() -> Options {
   table.set_block_cache(&Cache::new_lru_cache(32 << 20));
   o.set_block_based_table_factory(&table);
   let clock = SystemClock;
-  o.set_compaction_filter("cachette-expired", move |_level, _key, value| match envelope::peek_times(value) {
-    Some(t) if t.freshness(clock.now_ms()) != Freshness::Expired => CompactionDecision::Keep,
-    _ => CompactionDecision::Remove,
-  });
+  o.set_compaction_filter(
+    "cachette-expired",
+    move |_level, _key, value| match envelope::peek_times(value) {
+      Some(t) if t.freshness(clock.now_ms()) != Freshness::Expired => CompactionDecision::Keep,
+      _ => CompactionDecision::Remove,
+    },
+  );
   o
 }
 
@@ -196,9 +226,12 @@ fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
       Err(e) if is_lock_error(&e) => {
         if let Ok(stream) = UnixStream::connect(socket_path(dir)) {
           let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-          return Ok(Conn::Guest { stream: Mutex::new(stream) });
+          return Ok(Conn::Guest {
+            stream: Mutex::new(stream),
+          });
         }
       }
+      Err(e) if is_info_log_race(&e) => {}
       Err(e) if e.to_string().contains("Corruption") && !quarantined => {
         // A cache is disposable: set the damaged database aside and start empty.
         quarantine(dir)?;
@@ -272,7 +305,10 @@ impl DiskStore {
       .name("cachette-disk-writer".into())
       .spawn(move || w.write_loop(rx))
       .map_err(|e| unavailable(&inner.path, e))?;
-    Ok(DiskStore { inner, writer: Mutex::new(Some(writer)) })
+    Ok(DiskStore {
+      inner,
+      writer: Mutex::new(Some(writer)),
+    })
   }
 
   /// This process's role for the directory right now.
@@ -331,7 +367,13 @@ impl Inner {
 
   fn enqueue_write(&self, key: StoreKey, value: Option<Arc<[u8]>>, unlock: Option<Digest>) -> CoreResult<()> {
     let mut pending = self.pending.lock();
-    let seq = self.send(|seq| Job::Write { seq, key, value: value.clone(), sync: false, unlock })?;
+    let seq = self.send(|seq| Job::Write {
+      seq,
+      key,
+      value: value.clone(),
+      sync: false,
+      unlock,
+    })?;
     pending.insert(key, Pending { seq, value });
     Ok(())
   }
@@ -348,7 +390,10 @@ impl Inner {
       self.progressed.wait(&mut p);
     }
     if p.last_failed != failed_before && p.last_failed <= target {
-      return Err(CoreError::io(format!("a queued write could not be applied: {}", p.last_error)));
+      return Err(CoreError::io(format!(
+        "a queued write could not be applied: {}",
+        p.last_error
+      )));
     }
     Ok(())
   }
@@ -368,7 +413,13 @@ impl Inner {
       let mut max_seq = 0;
       for j in &jobs {
         match j {
-          Job::Write { seq, key, value, sync: s, .. } => {
+          Job::Write {
+            seq,
+            key,
+            value,
+            sync: s,
+            ..
+          } => {
             ops.push(match value {
               Some(v) => WriteOp::Put(key.to_vec(), v.to_vec()),
               None => WriteOp::Delete(key.to_vec()),
@@ -388,7 +439,11 @@ impl Inner {
           Job::Stop => {}
         }
       }
-      let applied = if ops.is_empty() && !sync { Ok(()) } else { self.apply(&ops, sync) };
+      let applied = if ops.is_empty() && !sync {
+        Ok(())
+      } else {
+        self.apply(&ops, sync)
+      };
       {
         let mut pending = self.pending.lock();
         for j in &jobs {
@@ -427,7 +482,9 @@ impl Inner {
         let resp = request(stream, &ipc::encode_write(ops, sync))?;
         match resp.first() {
           Some(&ipc::ST_OK) => Ok(()),
-          _ => Err(CoreError::io(String::from_utf8_lossy(resp.get(1..).unwrap_or_default()))),
+          _ => Err(CoreError::io(String::from_utf8_lossy(
+            resp.get(1..).unwrap_or_default(),
+          ))),
         }
       }
     })
@@ -447,7 +504,9 @@ impl Inner {
         match resp.first() {
           Some(&ipc::ST_FOUND) => Ok(Some(resp[1..].to_vec())),
           Some(&ipc::ST_OK) => Ok(None),
-          _ => Err(CoreError::io(String::from_utf8_lossy(resp.get(1..).unwrap_or_default()))),
+          _ => Err(CoreError::io(String::from_utf8_lossy(
+            resp.get(1..).unwrap_or_default(),
+          ))),
         }
       }
     })
@@ -506,7 +565,11 @@ impl Inner {
 
 fn apply_local(db: &DB, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
   if ops.is_empty() {
-    return if sync { db.flush_wal(true).map_err(CoreError::io) } else { Ok(()) };
+    return if sync {
+      db.flush_wal(true).map_err(CoreError::io)
+    } else {
+      Ok(())
+    };
   }
   let mut batch = WriteBatch::default();
   for op in ops {
@@ -532,11 +595,17 @@ fn count_local(db: &DB, ns: [u8; 8]) -> u64 {
 /// One request/response round trip to the owner. A broken connection is `StoreUnavailable`.
 fn request(stream: &Mutex<UnixStream>, body: &[u8]) -> CoreResult<Vec<u8>> {
   let mut s = stream.lock();
-  let lost = |e: std::io::Error| CoreError::StoreUnavailable { path: PathBuf::from("owner"), reason: e.to_string() };
+  let lost = |e: std::io::Error| CoreError::StoreUnavailable {
+    path: PathBuf::from("owner"),
+    reason: e.to_string(),
+  };
   ipc::write_frame(&mut *s, body).map_err(lost)?;
   match ipc::read_frame(&mut *s).map_err(lost)? {
     Some(r) => Ok(r),
-    None => Err(CoreError::StoreUnavailable { path: PathBuf::from("owner"), reason: "the owner closed the connection".into() }),
+    None => Err(CoreError::StoreUnavailable {
+      path: PathBuf::from("owner"),
+      reason: "the owner closed the connection".into(),
+    }),
   }
 }
 
@@ -575,11 +644,18 @@ impl Server {
             peers2.lock().push(clone);
           }
           let (weak, db) = (weak.clone(), db.clone());
-          let _ = thread::Builder::new().name("cachette-disk-guest".into()).spawn(move || serve(weak, db, stream));
+          let _ = thread::Builder::new()
+            .name("cachette-disk-guest".into())
+            .spawn(move || serve(weak, db, stream));
         }
       })
       .map_err(|e| unavailable(&inner.path, e))?;
-    Ok(Server { socket, stop, peers, thread: Mutex::new(Some(thread)) })
+    Ok(Server {
+      socket,
+      stop,
+      peers,
+      thread: Mutex::new(Some(thread)),
+    })
   }
 
   fn stop(&self) {
@@ -665,7 +741,12 @@ impl DiskStore {
 impl Store for DiskStore {
   fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
     let mut found = None;
-    self.read(ns, digest, &mut |times, payload| found = Some(Entry { times, payload: payload.to_vec() }))?;
+    self.read(ns, digest, &mut |times, payload| {
+      found = Some(Entry {
+        times,
+        payload: payload.to_vec(),
+      })
+    })?;
     Ok(found)
   }
 
@@ -708,7 +789,12 @@ impl Store for DiskStore {
       let mut pending = self.inner.pending.lock();
       pending.retain(|k, _| k[..8] != ns);
     }
-    let seq = self.inner.send(|seq| Job::Range { seq, from, to, sync: false })?;
+    let seq = self.inner.send(|seq| Job::Range {
+      seq,
+      from,
+      to,
+      sync: false,
+    })?;
     self.inner.wait_done(seq)
   }
 
@@ -751,9 +837,18 @@ impl Store for DiskStore {
     }
   }
 
-  fn put_and_release(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times, owner: OwnerId) -> CoreResult<()> {
+  fn put_and_release(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    payload: &[u8],
+    times: Times,
+    owner: OwnerId,
+  ) -> CoreResult<()> {
     let sealed: Arc<[u8]> = envelope::seal(digest, times, payload).into();
-    let r = self.inner.enqueue_write(store_key(ns, digest), Some(sealed), Some(*digest));
+    let r = self
+      .inner
+      .enqueue_write(store_key(ns, digest), Some(sealed), Some(*digest));
     if r.is_err() {
       self.inner.locks.unlock(digest);
     }
@@ -782,7 +877,9 @@ mod tests {
   use crate::key::{KeyValue, Keyspace};
 
   fn digest(i: u32) -> Digest {
-    Keyspace::new("disk-test").digest(&[KeyValue::Number(f64::from(i))]).unwrap()
+    Keyspace::new("disk-test")
+      .digest(&[KeyValue::Number(f64::from(i))])
+      .unwrap()
   }
 
   const NS: [u8; 8] = [1; 8];
@@ -802,8 +899,12 @@ mod tests {
     {
       let s = DiskStore::open(dir.path()).unwrap();
       for i in 0..100 {
-        s.put(NS, &digest(i), format!("v{i}").as_bytes(), Times::forever(1)).unwrap();
-        assert_eq!(s.get(NS, &digest(i)).unwrap().unwrap().payload, format!("v{i}").as_bytes());
+        s.put(NS, &digest(i), format!("v{i}").as_bytes(), Times::forever(1))
+          .unwrap();
+        assert_eq!(
+          s.get(NS, &digest(i)).unwrap().unwrap().payload,
+          format!("v{i}").as_bytes()
+        );
       }
       s.flush(true).unwrap();
       assert_eq!(s.len(NS).unwrap(), 100);
@@ -817,9 +918,29 @@ mod tests {
     let dir = crate::test_dir::TempDir::new();
     let s = DiskStore::open(dir.path()).unwrap();
     let now = SystemClock.now_ms();
-    s.put(NS, &digest(1), b"old", Times { created_ms: now - 10, stale_at_ms: now - 5, expires_ms: now - 1 }).unwrap();
+    s.put(
+      NS,
+      &digest(1),
+      b"old",
+      Times {
+        created_ms: now - 10,
+        stale_at_ms: now - 5,
+        expires_ms: now - 1,
+      },
+    )
+    .unwrap();
     assert!(s.get(NS, &digest(1)).unwrap().is_none());
-    s.put(NS, &digest(2), b"stale", Times { created_ms: now, stale_at_ms: now, expires_ms: now + 60_000 }).unwrap();
+    s.put(
+      NS,
+      &digest(2),
+      b"stale",
+      Times {
+        created_ms: now,
+        stale_at_ms: now,
+        expires_ms: now + 60_000,
+      },
+    )
+    .unwrap();
     assert_eq!(s.get(NS, &digest(2)).unwrap().unwrap().payload, b"stale");
   }
 
@@ -844,11 +965,15 @@ mod tests {
     s.put(NS, &digest(1), b"good", Times::forever(1)).unwrap();
     s.flush(false).unwrap();
     let key = store_key(NS, &digest(2));
-    s.inner.enqueue_write(key, Some(Arc::from(&b"garbage"[..])), None).unwrap();
+    s.inner
+      .enqueue_write(key, Some(Arc::from(&b"garbage"[..])), None)
+      .unwrap();
     assert!(s.get(NS, &digest(2)).unwrap().is_none());
     // A valid envelope of key 3 stored under key 4's slot is foreign: a miss.
     let foreign: Arc<[u8]> = envelope::seal(&digest(3), Times::forever(1), b"three").into();
-    s.inner.enqueue_write(store_key(NS, &digest(4)), Some(foreign), None).unwrap();
+    s.inner
+      .enqueue_write(store_key(NS, &digest(4)), Some(foreign), None)
+      .unwrap();
     assert!(s.get(NS, &digest(4)).unwrap().is_none());
     assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"good");
   }
@@ -858,8 +983,14 @@ mod tests {
     let dir = crate::test_dir::TempDir::new();
     let file = dir.path().join("file");
     fs::write(&file, b"x").unwrap();
-    assert!(matches!(DiskStore::open(&file.join("sub")), Err(CoreError::StoreUnavailable { .. })));
-    assert!(matches!(DiskStore::open(&file), Err(CoreError::StoreUnavailable { .. })));
+    assert!(matches!(
+      DiskStore::open(&file.join("sub")),
+      Err(CoreError::StoreUnavailable { .. })
+    ));
+    assert!(matches!(
+      DiskStore::open(&file),
+      Err(CoreError::StoreUnavailable { .. })
+    ));
   }
 
   #[test]

@@ -34,7 +34,10 @@ impl SharedMemory {
     if let Some(s) = r.get(namespace).and_then(Weak::upgrade) {
       return s;
     }
-    let s = Arc::new(SharedMemory { map: ShardMap::new(bounds, clock), flights: SingleFlight::new() });
+    let s = Arc::new(SharedMemory {
+      map: ShardMap::new(bounds, clock),
+      flights: SingleFlight::new(),
+    });
     r.insert(namespace.to_owned(), Arc::downgrade(&s));
     s
   }
@@ -47,7 +50,10 @@ impl SharedMemory {
 
 impl Store for SharedMemory {
   fn get(&self, _ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
-    Ok(self.map.get(digest).map(|f| Entry { times: f.times, payload: f.value.to_vec() }))
+    Ok(self.map.get(digest).map(|f| Entry {
+      times: f.times,
+      payload: f.value.to_vec(),
+    }))
   }
 
   fn read(&self, _ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
@@ -86,7 +92,14 @@ impl Store for SharedMemory {
     Ok(claim_local(&self.flights, digest, owner, Instant::now() + timeout).unwrap_or(LockOutcome::Acquired))
   }
 
-  fn put_and_release(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times, owner: OwnerId) -> CoreResult<()> {
+  fn put_and_release(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    payload: &[u8],
+    times: Times,
+    owner: OwnerId,
+  ) -> CoreResult<()> {
     self.put(ns, digest, payload, times)?;
     settle_local(&self.flights, digest, owner, None);
     Ok(())

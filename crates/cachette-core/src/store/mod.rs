@@ -65,7 +65,14 @@ pub trait Store: Send + Sync {
   /// Takes the calculation lock of a key, waiting at most `timeout` for its holder.
   fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome>;
   /// Stores the computed entry, then releases the lock taken by `lock`.
-  fn put_and_release(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times, owner: OwnerId) -> CoreResult<()>;
+  fn put_and_release(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    payload: &[u8],
+    times: Times,
+    owner: OwnerId,
+  ) -> CoreResult<()>;
   /// Releases the lock without a value; `error` (serialized) is handed to in-process waiters.
   fn release(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>);
   /// Releases every lock `owner` holds (its worker thread is gone).
@@ -87,7 +94,9 @@ pub(crate) fn claim_local(
       Claim::Leader => return None,
       Claim::Follower(f) => match f.wait(Some(deadline)) {
         Outcome::Finished(Ok(())) => return Some(LockOutcome::Settled(None)),
-        Outcome::Finished(Err(CoreError::ComputationFailed { error })) => return Some(LockOutcome::Settled(Some(error))),
+        Outcome::Finished(Err(CoreError::ComputationFailed { error })) => {
+          return Some(LockOutcome::Settled(Some(error)))
+        }
         Outcome::Finished(Err(_)) | Outcome::Abandoned => continue,
         Outcome::TimedOut => return Some(LockOutcome::TimedOut),
       },
