@@ -19,6 +19,23 @@ import { isPromiseLike, warnOnce } from './types'
 const SCRATCH_BYTES = 64 * 1024
 const scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
 
+/**
+ * Stores of this thread. Writes are write-behind, so on a normal exit (end of the event loop,
+ * `process.exit()`) everything queued is applied before the process goes: a short script's
+ * results are on disk without an explicit `flush()`. (`kill -9` skips this; `flush()` is the
+ * guarantee.)
+ */
+const openStores = new Set<NativeStore>()
+process.on('exit', () => {
+  for (const s of openStores) {
+    try {
+      s.flushSync(false)
+    } catch {
+      // Exiting anyway; the store reports write errors through flush() while running.
+    }
+  }
+})
+
 const LOCK_ACQUIRED = 0
 const LOCK_SETTLED = 1
 
@@ -48,6 +65,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   try {
     store = o.backend === 'disk' ? openDisk(o.path, o.namespace) : openShared(o.namespace, o.maxEntries, o.maxBytes)
+    openStores.add(store)
   } catch (e) {
     backendFailure(e)
   }
@@ -153,12 +171,14 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const locked = lr.state === LOCK_ACQUIRED
     stats.computations++
     computing.add(hex)
+    // The function may call this memoized function again (recursion), which reuses `io`.
+    const buf = Buffer.from(io)
     let v: unknown
     try {
       v = fn.apply(self, args as unknown[])
     } catch (err) {
       computing.delete(hex)
-      if (locked) fail(io, err)
+      if (locked) fail(buf, err)
       stats.errors++
       throw err
     } finally {
@@ -167,7 +187,6 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (isPromiseLike(v)) {
       // A function that returns promises: finish in the background, share it meanwhile.
       asyncFn = true
-      const buf = Buffer.from(io)
       const p = Promise.resolve(v).then(
         (x) => {
           put(buf, x, true, locked)
@@ -178,7 +197,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       track(hex, p)
       return p
     }
-    put(io, v, false, locked)
+    put(buf, v, false, locked)
     return v
   }
 
@@ -336,6 +355,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
           if (f) throw fromNative(f)
         } finally {
           closed = true
+          if (store !== null) openStores.delete(store)
           store?.close()
           store = null
         }
