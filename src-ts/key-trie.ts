@@ -2,46 +2,60 @@
  * In-process keys without building strings: an argument list is walked as a sequence of tokens
  * (primitives themselves, or structure markers) down a trie of Maps. A Map tells primitives apart
  * exactly ('1', 1, 1n, true, null, undefined; every NaN alike), so the walk needs no encoding and
- * no hashing of long strings: a hit on `f({ id: 1, kind: 'user' })` is a few Map lookups.
+ * no hashing of long strings: a hit on `f({ id: 1, kind: 'user' })` is six Map lookups.
+ *
+ * Every length is a token before its items (argument count, array length, property count), so a
+ * token sequence is never a prefix of another: the entry of a sequence sits in the node of its
+ * next-to-last token, under its last token, and no node mixes entries and children under one token.
  *
  * The trie covers primitives, plain objects and arrays nested up to 16 levels, which is what
- * arguments mostly are; anything else returns UNSUPPORTED and the caller uses the canonical
- * encoding instead (which also raises ERR_UNKEYABLE_ARGUMENT where it must). Which way a value
- * goes depends only on the value, so one argument list always has one key.
+ * arguments mostly are; anything else is UNSUPPORTED and the caller uses the canonical encoding
+ * instead (which also raises ERR_UNKEYABLE_ARGUMENT where it must). Which way a value goes depends
+ * only on the value, so one argument list always has one key.
  */
 
-/** A trie node: children by token, plus its parent and its token for pruning. */
+/** A trie node: children (or entries) by token, plus its parent and its token for pruning. */
 export type Node = Map<unknown, unknown>
 
 const marker = (name: string) => Object.freeze({ marker: name })
-const ARGS = marker('args')
-const ARR = marker('array')
-const OBJ = marker('object')
+const counted = (name: string) => Array.from({ length: 33 }, (_, n) => marker(`${name}(${n})`))
+const ARGS = counted('args')
+const ARR = counted('array')
+const OBJ = counted('object')
+const LONG = marker('long')
 const HOLE = marker('hole')
 const NEG_ZERO = marker('-0')
+const NONE = marker('none')
 const PARENT = marker('parent')
 const TOKEN = marker('token')
-/** The token under which a leaf node holds its entry. */
-export const LEAF = marker('leaf')
 /** Returned by {@link walk} for values the trie does not cover. */
 export const UNSUPPORTED = marker('unsupported')
 
 const MAX_DEPTH = 16
 let node: Node
+let pending: unknown = NONE
 let create = false
 
+/** Queues `tok`; descends by the previously queued token. False when that child is absent. */
 function step(tok: unknown): boolean {
-  let next = node.get(tok) as Node | undefined
-  if (next === undefined) {
-    if (!create) return false
-    next = new Map<unknown, unknown>([
-      [PARENT, node],
-      [TOKEN, tok],
-    ])
-    node.set(tok, next)
+  if (pending !== NONE) {
+    let next = node.get(pending) as Node | undefined
+    if (next === undefined) {
+      if (!create) return false
+      next = new Map<unknown, unknown>([
+        [PARENT, node],
+        [TOKEN, pending],
+      ])
+      node.set(pending, next)
+    }
+    node = next
   }
-  node = next
+  pending = tok
   return true
+}
+
+function count(markers: readonly object[], n: number): boolean {
+  return n < markers.length ? step(markers[n]) : step(markers === ARGS ? ARGS[0] : markers[0]) && step(LONG) && step(n)
 }
 
 /** 1: walked; 0: absent (lookup only); -1: not covered. */
@@ -62,7 +76,7 @@ function value(v: unknown, depth: number): number {
   if (v === null) return step(null) ? 1 : 0
   if (depth >= MAX_DEPTH) return -1
   if (Array.isArray(v)) {
-    if (!step(ARR) || !step(v.length)) return 0
+    if (!count(ARR, v.length)) return 0
     for (let i = 0; i < v.length; i++) {
       const r = i in v ? value(v[i], depth + 1) : step(HOLE) ? 1 : 0
       if (r !== 1) return r
@@ -78,7 +92,7 @@ function value(v: unknown, depth: number): number {
       break
     }
   }
-  if (!step(OBJ) || !step(names.length)) return 0
+  if (!count(OBJ, names.length)) return 0
   for (const name of names) {
     if (!step(name)) return 0
     const r = value((v as Record<string, unknown>)[name], depth + 1)
@@ -103,25 +117,32 @@ function covered(v: unknown, depth: number): boolean {
   return true
 }
 
+/** The token under which the entry of the last successful {@link walk} sits in its node. */
+export let lastToken: unknown
+
 /**
- * Finds (or, with `make`, creates) the leaf node of `args` under `root`: the node, `undefined`
- * when absent, or {@link UNSUPPORTED} (decided by the values alone, present or not).
+ * Finds (or, with `make`, creates) the node that holds the entry of `args` under `root`, leaving
+ * the entry's token in {@link lastToken}: the node, `undefined` when absent, or
+ * {@link UNSUPPORTED} (decided by the values alone, present or not).
  */
 export function walk(root: Node, args: ArrayLike<unknown>, make: boolean): Node | undefined | typeof UNSUPPORTED {
   node = root
+  pending = NONE
   create = make
-  let r = step(ARGS) && step(args.length) ? 1 : 0
+  let r = count(ARGS, args.length) ? 1 : 0
   for (let i = 0; r === 1 && i < args.length; i++) r = value(args[i], 0)
-  if (r === 1) return node
+  if (r === 1) {
+    lastToken = pending
+    return node
+  }
   if (r < 0) return UNSUPPORTED
   for (let i = 0; i < args.length; i++) if (!covered(args[i], 0)) return UNSUPPORTED
   return undefined
 }
 
-/** Removes a leaf's entry and every node left empty above it. */
-export function prune(leaf: Node): void {
-  leaf.delete(LEAF)
-  let n = leaf
+/** Removes the entry under `token` in `n`, and every node left empty above it. */
+export function prune(n: Node, token: unknown): void {
+  n.delete(token)
   while (n.size === 2) {
     const parent = n.get(PARENT) as Node | undefined
     if (parent === undefined) return

@@ -1,5 +1,5 @@
 import { encodeKeyString } from './key'
-import { LEAF, prune, UNSUPPORTED, walk } from './key-trie'
+import { lastToken, prune, UNSUPPORTED, walk } from './key-trie'
 import type { Node } from './key-trie'
 import type { ResolvedOptions } from './options'
 import { codecFor, encodePayload } from './serializer'
@@ -18,6 +18,8 @@ interface Entry {
   value: unknown
   /** A promise still pending: callers share it (single flight). */
   pending: boolean
+  /** Lives in the key trie (its Map is a trie node, pruned when it empties). */
+  trie: boolean
   /** A background refresh is running. */
   refreshing: boolean
   created: number
@@ -61,20 +63,23 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         return
       }
     }
-    const leaf = walk(root, src, make)
-    if (leaf === UNSUPPORTED) {
+    const found = walk(root, src, make)
+    if (found === UNSUPPORTED) {
       curMap = enc
       curKey = encodeKeyString(src)
     } else {
-      curMap = (leaf as Node | undefined) ?? null
-      curKey = LEAF
+      curMap = (found as Node | undefined) ?? null
+      curKey = lastToken
       curSrc = src
     }
   }
 
   /** The Map that holds the key found by the last `keyFor`, creating its trie path if needed. */
   function target(): Map<unknown, unknown> {
-    if (curMap === null) curMap = walk(root, curSrc, true) as Node
+    if (curMap === null) {
+      curMap = walk(root, curSrc, true) as Node
+      curKey = lastToken
+    }
     return curMap
   }
 
@@ -103,7 +108,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   /** Removes an entry; `keepPath` keeps its trie path for an entry about to replace it. */
   function remove(e: Entry, keepPath = false): void {
     if (e.map.get(e.key) !== e) return
-    if (e.key === LEAF && !keepPath) prune(e.map)
+    if (e.trie && !keepPath) prune(e.map, e.key)
     else e.map.delete(e.key)
     if (e.pending) pendingEntries.delete(e)
     count--
@@ -128,7 +133,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const now = Date.now()
     const staleAt = pending ? Infinity : now + ttl
     const e: Entry = {
-      key, value, pending, refreshing: false, created: now, staleAt,
+      key, value, pending, trie: map !== prim && map !== enc, refreshing: false, created: now, staleAt,
       expiresAt: staleAt + grace, size, map, prev: null, next: null,
     }
     map.set(key, e)
@@ -206,8 +211,12 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
     if (co?.bypass) return fn.apply(self, args as unknown[])
     keyFor(args, false)
-    const key = curKey
-    const e = curMap === null ? undefined : (curMap.get(key) as Entry | undefined)
+    const e = curMap === null ? undefined : (curMap.get(curKey) as Entry | undefined)
+    if (e !== undefined && co === undefined && e.staleAt === Infinity && !e.pending) {
+      stats.hits++
+      if (bounded) touch(e)
+      return e.value as ReturnType<F>
+    }
     if (e !== undefined && co?.refresh !== true) {
       const now = Date.now()
       if (e.pending) {
@@ -228,10 +237,12 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
           return e.value as ReturnType<F>
         }
         remove(e)
+        if (e.trie) curMap = null // its trie path may be pruned: walk it again to store
       }
     }
     stats.misses++
-    return compute(self, args, target(), key) as ReturnType<F>
+    const map = target()
+    return compute(self, args, map, curKey) as ReturnType<F>
   }
 
   // The hot path: one string or non-zero number argument, no TTL, no key function.
