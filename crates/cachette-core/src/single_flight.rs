@@ -144,21 +144,21 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
     }
   }
 
-  /// Releases every claim `owner` holds (its thread or worker is gone). Returns how many.
-  pub fn abandon_owner(&self, owner: OwnerId) -> usize {
-    let gone: Vec<Arc<Flight<V>>> = {
+  /// Releases every claim `owner` holds (its thread or worker is gone). Returns their keys.
+  pub fn abandon_owner(&self, owner: OwnerId) -> Vec<K> {
+    let gone = {
       let mut flights = self.flights.lock();
       let keys: Vec<K> = flights
         .iter()
         .filter(|(_, f)| matches!(*f.state.lock(), State::Running { owner: o } if o == owner))
         .map(|(k, _)| k.clone())
         .collect();
-      keys.iter().filter_map(|k| flights.remove(k)).collect()
+      keys.into_iter().filter_map(|k| flights.remove(&k).map(|f| (k, f))).collect::<Vec<_>>()
     };
-    for f in &gone {
+    for (_, f) in &gone {
       f.settle(State::Abandoned);
     }
-    gone.len()
+    gone.into_iter().map(|(k, _)| k).collect()
   }
 
   /// Number of flights in progress.
@@ -287,7 +287,7 @@ mod tests {
       thread::spawn(move || sf.get_with(&3, 2, Some(Duration::from_secs(5)), || Ok(11)))
     };
     thread::sleep(Duration::from_millis(30));
-    assert_eq!(sf.abandon_owner(1), 1);
+    assert_eq!(sf.abandon_owner(1), vec![3]);
     assert_eq!(waiter.join().unwrap(), Ok(11));
     // The dead owner's late answer is refused.
     assert!(!sf.finish(&3, 1, Ok(0)));

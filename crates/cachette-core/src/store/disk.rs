@@ -864,10 +864,11 @@ impl Store for DiskStore {
   }
 
   fn release_owner(&self, owner: OwnerId) {
-    // Byte-range locks of this process are keyed by digest, not owner; the abandoned
-    // flights' holders can no longer release them, so waiters in this process take over
-    // and release them when they finish.
-    self.inner.flights.abandon_owner(owner);
+    // The dead thread can no longer release its byte-range locks: release them for it, so
+    // waiters in other processes take over too.
+    for digest in self.inner.flights.abandon_owner(owner) {
+      self.inner.locks.unlock(&digest);
+    }
   }
 }
 
