@@ -49,22 +49,35 @@ impl FileLocks {
   /// # Errors
   /// `Io` when the kernel refuses for another reason than contention.
   pub fn try_lock(&self, digest: &Digest) -> CoreResult<bool> {
-    self.op(digest, true)
+    self.op(offset_of(digest), true)
   }
 
   /// Releases the lock byte of `digest`.
   pub fn unlock(&self, digest: &Digest) {
-    let _ = self.op(digest, false);
+    let _ = self.op(offset_of(digest), false);
+  }
+
+  /// Tries to take the lock byte at `offset` (offsets from 2^62 up are free for other uses).
+  ///
+  /// # Errors
+  /// `Io` when the kernel refuses for another reason than contention.
+  pub fn try_lock_at(&self, offset: i64) -> CoreResult<bool> {
+    self.op(offset, true)
+  }
+
+  /// Releases the lock byte at `offset`.
+  pub fn unlock_at(&self, offset: i64) {
+    let _ = self.op(offset, false);
   }
 
   #[cfg(unix)]
-  fn op(&self, digest: &Digest, lock: bool) -> CoreResult<bool> {
+  fn op(&self, offset: i64, lock: bool) -> CoreResult<bool> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: flock is plain old data; zeroed is a valid value before the fields are set.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as _;
     fl.l_whence = libc::SEEK_SET as _;
-    fl.l_start = offset_of(digest) as _;
+    fl.l_start = offset as _;
     fl.l_len = 1;
     #[cfg(target_os = "linux")]
     let cmd = libc::F_OFD_SETLK;
@@ -83,7 +96,7 @@ impl FileLocks {
   }
 
   #[cfg(not(unix))]
-  fn op(&self, _digest: &Digest, _lock: bool) -> CoreResult<bool> {
+  fn op(&self, _offset: i64, _lock: bool) -> CoreResult<bool> {
     Ok(true)
   }
 }

@@ -153,7 +153,10 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         .filter(|(_, f)| matches!(*f.state.lock(), State::Running { owner: o } if o == owner))
         .map(|(k, _)| k.clone())
         .collect();
-      keys.into_iter().filter_map(|k| flights.remove(&k).map(|f| (k, f))).collect::<Vec<_>>()
+      keys
+        .into_iter()
+        .filter_map(|k| flights.remove(&k).map(|f| (k, f)))
+        .collect::<Vec<_>>()
     };
     for (_, f) in &gone {
       f.settle(State::Abandoned);

@@ -210,6 +210,19 @@ fn db_options() -> Options {
   o
 }
 
+/// Offset of the owner lock in the `.locks` file: above every key's lock byte (keys use 62 bits).
+/// Only the process holding it opens RocksDB, so the others never touch RocksDB's files (opening
+/// rotates the info `LOG`, which would race with the owner's).
+const OWNER_LOCK: i64 = 1 << 62;
+
+fn guest(dir: &Path) -> Option<Conn> {
+  let stream = UnixStream::connect(socket_path(dir)).ok()?;
+  let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+  Some(Conn::Guest {
+    stream: Mutex::new(stream),
+  })
+}
+
 /// Tries to own `dir`, else to join its owner; retries until `ELECTION_TIMEOUT`.
 fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
   let dir = &inner.path;
@@ -217,28 +230,38 @@ fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
   let mut quarantined = false;
   let mut pause = Duration::from_millis(2);
   loop {
-    match DB::open(&db_options(), dir) {
-      Ok(db) => {
-        let db = Arc::new(db);
-        let server = Server::start(inner, db.clone())?;
-        return Ok(Conn::Owner { db, server });
+    if !inner.locks.try_lock_at(OWNER_LOCK)? {
+      if let Some(conn) = guest(dir) {
+        return Ok(conn);
       }
-      Err(e) if is_lock_error(&e) => {
-        if let Ok(stream) = UnixStream::connect(socket_path(dir)) {
-          let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-          return Ok(Conn::Guest {
-            stream: Mutex::new(stream),
-          });
+    } else {
+      match DB::open(&db_options(), dir) {
+        Ok(db) => {
+          let db = Arc::new(db);
+          let server = Server::start(inner, db.clone())?;
+          return Ok(Conn::Owner { db, server });
+        }
+        // A previous owner of this process still closing, or a platform whose byte-range
+        // locks are per process: whoever holds RocksDB's LOCK serves us.
+        Err(e) if is_lock_error(&e) => {
+          inner.locks.unlock_at(OWNER_LOCK);
+          if let Some(conn) = guest(dir) {
+            return Ok(conn);
+          }
+        }
+        Err(e) if is_info_log_race(&e) => inner.locks.unlock_at(OWNER_LOCK),
+        Err(e) if e.to_string().contains("Corruption") && !quarantined => {
+          // A cache is disposable: set the damaged database aside and start empty.
+          inner.locks.unlock_at(OWNER_LOCK);
+          quarantine(dir)?;
+          quarantined = true;
+          continue;
+        }
+        Err(e) => {
+          inner.locks.unlock_at(OWNER_LOCK);
+          return Err(unavailable(dir, e));
         }
       }
-      Err(e) if is_info_log_race(&e) => {}
-      Err(e) if e.to_string().contains("Corruption") && !quarantined => {
-        // A cache is disposable: set the damaged database aside and start empty.
-        quarantine(dir)?;
-        quarantined = true;
-        continue;
-      }
-      Err(e) => return Err(unavailable(dir, e)),
     }
     if Instant::now() >= deadline {
       return Err(CoreError::StoreLocked { path: dir.clone() });
@@ -340,10 +363,14 @@ impl DiskStore {
       let _ = w.join();
     }
     let conn = self.inner.conn.write().take();
+    let owned = matches!(conn, Some(Conn::Owner { .. }));
     if let Some(Conn::Owner { server, .. }) = &conn {
       server.stop();
     }
     drop(conn);
+    if owned {
+      self.inner.locks.unlock_at(OWNER_LOCK);
+    }
     registry().lock().retain(|_, w| w.strong_count() > 0);
   }
 }
