@@ -1,4 +1,5 @@
 import { memoryImplementation } from './memory'
+import { plainImplementation } from './memory-plain'
 import { resolveOptions, toMs } from './options'
 import type { CallOptions, MemoizeOptions } from './options'
 import { storedImplementation } from './stored'
@@ -88,7 +89,9 @@ export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Paramete
     ? passthrough(fn)
     : o.backend === 'disk' || o.shared
       ? storedImplementation(fn, o)
-      : memoryImplementation(fn, o)
+      : o.ttl === Infinity && o.maxEntries === undefined && o.maxBytes === undefined && o.maxValueBytes === undefined
+        ? plainImplementation(fn, o)
+        : memoryImplementation(fn, o)
   const { call, stats, methods } = impl
   const memoized = (impl.fast ??
     function (this: unknown) {
@@ -119,6 +122,7 @@ export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Paramete
     },
     with(callOptions: CallOptions) {
       const co = resolveCall(callOptions)
+      if (co.maxAge !== undefined) methods.trackAge?.()
       return function (this: unknown, ...args: Parameters<F>) {
         return call(this, args, co)
       }
