@@ -33,6 +33,15 @@ export declare class NativeStore {
   size(): number
   /** Takes the calculation lock of the digest in `io`, blocking up to `timeout_ms`. */
   lock(io: Uint8Array, owner: number, timeoutMs: number): LockResult
+  /**
+   * The sync miss path in one call: takes the lock of the digest in `io`, then reads the key
+   * again. Returns a payload length (a fresh value is there, copied into `scratch` when it fits;
+   * no lock held), -1 (lock held: compute), -2 (timed out), -3 (another thread finished
+   * without a value) or -4 (another thread failed: `takeError()` has its serialized error).
+   */
+  lockAndRead(io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number
+  /** The serialized error of the last `lockAndRead` that returned -4. */
+  takeError(): Buffer | null
   /** Like `lock`, waiting on a helper thread: the JS thread keeps running. */
   lockAsync(io: Uint8Array, owner: number, timeoutMs: number): Promise<LockResult | Failure>
   /** Stores the computed payload and releases the lock taken by `owner`. */

@@ -36,6 +36,11 @@ process.on('exit', () => {
   }
 })
 
+/** Results of `lockAndRead` below zero (zero and up: a value's length). */
+const CLAIM_ACQUIRED = -1
+const CLAIM_SETTLED = -3
+const CLAIM_FAILED = -4
+
 const LOCK_ACQUIRED = 0
 const LOCK_SETTLED = 1
 
@@ -148,27 +153,33 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function computeSync(self: unknown, args: ArrayLike<unknown>, hex: string, force: boolean): unknown {
     if (computing.has(hex)) return fn.apply(self, args as unknown[])
-    let lr: LockResult
+    let state: number
+    let failure: Buffer | null | undefined
     try {
-      lr = store!.lock(io, OWNER, lockTimeout)
+      if (force) {
+        // refresh(): take the lock but do not accept the value that is there.
+        const lr = store!.lock(io, OWNER, lockTimeout)
+        state = lr.state === LOCK_ACQUIRED ? CLAIM_ACQUIRED : lr.error ? CLAIM_FAILED : CLAIM_SETTLED
+        failure = lr.error
+      } else {
+        state = store!.lockAndRead(io, scratch, OWNER, lockTimeout)
+        if (state === CLAIM_FAILED) failure = store!.takeError()
+      }
     } catch (e) {
       backendFailure(e)
       return fn.apply(self, args as unknown[])
     }
-    if (lr.state === LOCK_SETTLED) {
-      if (lr.error) throw decodeError(lr.error)
-      const r = reread(io)
+    if (state >= 0) {
+      // Another thread or process stored it while we waited for the lock.
       stats.waits++
-      if (r !== MISS && !force) return answer(r)
-    } else if (lr.state === LOCK_ACQUIRED && !force) {
-      const r = reread(io)
-      if (r !== MISS && lastFresh) {
-        store!.release(io, OWNER, null)
-        stats.waits++
-        return answer(r)
-      }
-    }
-    const locked = lr.state === LOCK_ACQUIRED
+      const r = read(state, io)
+      if (r !== MISS) return answer(r)
+      state = CLAIM_SETTLED
+    } else if (state === CLAIM_FAILED) {
+      stats.waits++
+      throw decodeError(failure ?? Buffer.alloc(0))
+    } else if (state === CLAIM_SETTLED) stats.waits++
+    const locked = state === CLAIM_ACQUIRED
     stats.computations++
     computing.add(hex)
     // The function may call this memoized function again (recursion), which reuses `io`.

@@ -18,7 +18,7 @@ use cachette_core::key::{Digest, Keyspace, DIGEST_LEN};
 use cachette_core::shard_map::Bounds;
 use cachette_core::store::disk::{DiskStore, Role};
 use cachette_core::store::memory::SharedMemory;
-use cachette_core::store::{LockOutcome, Store};
+use cachette_core::store::{Claimed, LockOutcome, Store};
 use cachette_core::CoreError;
 
 /// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
@@ -72,6 +72,24 @@ fn times(stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Times {
     stale_at_ms: at(stale_at_ms),
     expires_ms: at(expires_ms),
   }
+}
+
+fn now_ms() -> u64 {
+  std::time::SystemTime::now()
+    .duration_since(std::time::UNIX_EPOCH)
+    .map(|d| d.as_millis() as u64)
+    .unwrap_or(0)
+}
+
+/// Records what a read found in `io` and copies the payload into `scratch` when it fits.
+/// Returns the payload length.
+fn copy_found(io: &mut [u8], scratch: &mut [u8], now: u64, times: Times, payload: &[u8]) -> i64 {
+  io[IO_FRESHNESS] = u8::from(times.freshness(now) != Freshness::Fresh);
+  io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(times.created_ms as f64).to_le_bytes());
+  if let Some(dst) = scratch.get_mut(..payload.len()) {
+    dst.copy_from_slice(payload);
+  }
+  payload.len() as i64
 }
 
 /// The state of a calculation lock request, as JS sees it.
@@ -130,6 +148,7 @@ pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Optio
 #[napi]
 pub struct NativeStore {
   store: Option<Arc<dyn Store>>,
+  failure: Mutex<Option<Vec<u8>>>,
   disk: Option<Arc<DiskStore>>,
   keyspace: Keyspace,
   ns: [u8; 8],
@@ -142,6 +161,7 @@ impl NativeStore {
     let ns = keyspace.id();
     NativeStore {
       store: Some(store),
+      failure: Mutex::new(None),
       disk,
       keyspace,
       ns,
@@ -164,21 +184,11 @@ impl NativeStore {
   /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
   fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
     let d = digest_of(io)?;
-    let now = std::time::SystemTime::now()
-      .duration_since(std::time::UNIX_EPOCH)
-      .map(|d| d.as_millis() as u64)
-      .unwrap_or(0);
+    let now = now_ms();
     let mut len = -1i64;
     self
       .store()?
-      .read(self.ns, &d, &mut |times: Times, payload: &[u8]| {
-        io[IO_FRESHNESS] = u8::from(times.freshness(now) != Freshness::Fresh);
-        io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(times.created_ms as f64).to_le_bytes());
-        len = payload.len() as i64;
-        if let Some(dst) = scratch.get_mut(..payload.len()) {
-          dst.copy_from_slice(payload);
-        }
-      })
+      .read(self.ns, &d, &mut |t, p| len = copy_found(io, scratch, now, t, p))
       .map_err(coded)?;
     Ok(len)
   }
@@ -213,12 +223,7 @@ impl NativeStore {
     let d = digest_of(&io)?;
     let e = self.store()?.get(self.ns, &d).map_err(coded)?;
     Ok(e.map(|e| {
-      let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-      io[IO_FRESHNESS] = u8::from(e.times.freshness(now) != Freshness::Fresh);
-      io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(e.times.created_ms as f64).to_le_bytes());
+      copy_found(&mut io, &mut [], now_ms(), e.times, &[]);
       e.payload.into()
     }))
   }
@@ -261,6 +266,46 @@ impl NativeStore {
       .lock(&d, u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64))
       .map_err(coded)?;
     Ok(lock_result(o))
+  }
+
+  /// The sync miss path in one call: takes the lock of the digest in `io`, then reads the key
+  /// again. Returns a payload length (a fresh value is there, copied into `scratch` when it fits;
+  /// no lock held), -1 (lock held: compute), -2 (timed out), -3 (another thread finished
+  /// without a value) or -4 (another thread failed: `takeError()` has its serialized error).
+  #[napi]
+  pub fn lock_and_read(
+    &self,
+    mut io: BufferSlice,
+    mut scratch: BufferSlice,
+    owner: u32,
+    timeout_ms: f64,
+  ) -> Result<i64> {
+    let d = digest_of(&io)?;
+    let now = now_ms();
+    let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
+    let mut len = -1i64;
+    let claimed = self
+      .store()?
+      .lock_and_read(self.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
+        len = copy_found(&mut io, &mut scratch, now, t, p)
+      })
+      .map_err(coded)?;
+    Ok(match claimed {
+      Claimed::Value => len,
+      Claimed::Acquired => -1,
+      Claimed::TimedOut => -2,
+      Claimed::Settled(None) => -3,
+      Claimed::Settled(Some(e)) => {
+        *self.failure.lock() = Some(e);
+        -4
+      }
+    })
+  }
+
+  /// The serialized error of the last `lockAndRead` that returned -4.
+  #[napi]
+  pub fn take_error(&self) -> Option<Buffer> {
+    self.failure.lock().take().map(Buffer::from)
   }
 
   /// Like `lock`, waiting on a helper thread: the JS thread keeps running.

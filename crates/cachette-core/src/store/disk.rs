@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{
-  BlockBasedOptions, Cache, CompactionDecision, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+  BlockBasedOptions, Cache, CompactionDecision, DBCompressionType, IteratorMode, Options, ReadOptions, WriteBatch,
+  WriteOptions, DB,
 };
 
 use super::ipc::{self, Cursor, WriteOp};
@@ -788,7 +789,10 @@ impl Store for DiskStore {
     }
     // The owner reads its database in place; a guest asks the owner.
     if let Some(Conn::Owner { db, .. }) = &*self.inner.conn.read() {
-      return match db.get_pinned(key).map_err(CoreError::io)? {
+      // Entries carry their own checksum, checked on every read: skip RocksDB's block check.
+      let mut ro = ReadOptions::default();
+      ro.set_verify_checksums(false);
+      return match db.get_pinned_opt(key, &ro).map_err(CoreError::io)? {
         Some(raw) => self.accept(key, digest, &raw, sink),
         None => Ok(false),
       };

@@ -36,6 +36,19 @@ pub enum LockOutcome {
   TimedOut,
 }
 
+/// How [`Store::lock_and_read`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+  /// A fresh value is there (another caller stored it): `sink` saw it; no lock is held.
+  Value,
+  /// The caller holds the lock and there is no fresh value: compute.
+  Acquired,
+  /// Another caller of this process finished without a value, or with this serialized error.
+  Settled(Option<Vec<u8>>),
+  /// `lockTimeout` passed.
+  TimedOut,
+}
+
 /// The operations every store offers. Implementations are thread-safe and shared by all
 /// worker threads of a process.
 pub trait Store: Send + Sync {
@@ -77,6 +90,45 @@ pub trait Store: Send + Sync {
   fn release(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>);
   /// Releases every lock `owner` holds (its worker thread is gone).
   fn release_owner(&self, owner: OwnerId);
+
+  /// The miss path in one step: takes the key's lock, then reads the key again (the holder we
+  /// waited for, or another process, may have stored it). A fresh value goes to `sink` and the
+  /// lock is released at once.
+  fn lock_and_read(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    owner: OwnerId,
+    timeout: Duration,
+    now_ms: u64,
+    sink: &mut dyn FnMut(Times, &[u8]),
+  ) -> CoreResult<Claimed> {
+    use crate::envelope::Freshness;
+    let mut fresh = |times: Times, payload: &[u8]| -> bool {
+      let ok = times.freshness(now_ms) == Freshness::Fresh;
+      if ok {
+        sink(times, payload);
+      }
+      ok
+    };
+    let mut seen = false;
+    match self.lock(digest, owner, timeout)? {
+      LockOutcome::Acquired => {
+        self.read(ns, digest, &mut |t, p| seen = fresh(t, p))?;
+        if seen {
+          self.release(digest, owner, None);
+          return Ok(Claimed::Value);
+        }
+        Ok(Claimed::Acquired)
+      }
+      LockOutcome::Settled(None) => {
+        self.read(ns, digest, &mut |t, p| seen = fresh(t, p))?;
+        Ok(if seen { Claimed::Value } else { Claimed::Settled(None) })
+      }
+      LockOutcome::Settled(Some(e)) => Ok(Claimed::Settled(Some(e))),
+      LockOutcome::TimedOut => Ok(Claimed::TimedOut),
+    }
+  }
 }
 
 /// Claims `digest` among the callers of this process: `Ok(None)` when the caller leads,
