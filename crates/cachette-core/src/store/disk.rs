@@ -19,7 +19,6 @@ use std::fs;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -41,8 +40,74 @@ use crate::single_flight::{OwnerId, SingleFlight};
 
 /// How long `open` (and a guest whose owner vanished) keeps trying to reach or become the owner.
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most entries applied in one batch.
+/// A batch smaller than this waits [`LINGER`] for more entries before it is applied.
 const MAX_BATCH: usize = 4096;
+/// How long the writer waits after waking for more writes to join its batch.
+const LINGER: Duration = Duration::from_micros(500);
+
+/// The write-behind queue. Producers append without a system call while the writer is busy;
+/// only a writer that went idle is woken.
+#[derive(Default)]
+struct JobQueue {
+  state: Mutex<QueueState>,
+  ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+  jobs: Vec<Job>,
+  idle: bool,
+  closed: bool,
+}
+
+impl JobQueue {
+  /// Appends a job; false once the queue is closed.
+  fn push(&self, job: Job) -> bool {
+    let mut q = self.state.lock();
+    if q.closed {
+      return false;
+    }
+    q.jobs.push(job);
+    if q.idle {
+      q.idle = false;
+      self.ready.notify_one();
+    }
+    true
+  }
+
+  /// Waits for jobs and takes them all; `None` once closed and drained.
+  fn take(&self) -> Option<Vec<Job>> {
+    let mut q = self.state.lock();
+    while q.jobs.is_empty() {
+      if q.closed {
+        return None;
+      }
+      q.idle = true;
+      self.ready.wait(&mut q);
+    }
+    q.idle = false;
+    Some(std::mem::take(&mut q.jobs))
+  }
+
+  /// Takes whatever is queued, without waiting.
+  fn drain(&self) -> Vec<Job> {
+    std::mem::take(&mut self.state.lock().jobs)
+  }
+
+  /// Queues a final stop; later pushes are refused.
+  fn close(&self) {
+    let mut q = self.state.lock();
+    if !q.closed {
+      q.jobs.push(Job::Stop);
+      q.closed = true;
+      self.ready.notify_one();
+    }
+  }
+
+  fn is_closed(&self) -> bool {
+    self.state.lock().closed
+  }
+}
 
 /// Which role this process has for a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +180,7 @@ struct Inner {
   pending: Mutex<HashMap<StoreKey, Pending>>,
   progress: Mutex<Progress>,
   progressed: Condvar,
-  tx: Mutex<Option<Sender<Job>>>,
+  queue: JobQueue,
   locks: FileLocks,
   flights: SingleFlight<Digest, ()>,
   clock: Arc<dyn Clock>,
@@ -308,7 +373,6 @@ impl DiskStore {
 
   fn start(path: PathBuf) -> CoreResult<DiskStore> {
     let locks = FileLocks::open(&path.join(".locks"))?;
-    let (tx, rx) = mpsc::channel();
     let inner = Arc::new(Inner {
       path,
       conn: RwLock::new(None),
@@ -316,7 +380,7 @@ impl DiskStore {
       pending: Mutex::new(HashMap::new()),
       progress: Mutex::new(Progress::default()),
       progressed: Condvar::new(),
-      tx: Mutex::new(Some(tx)),
+      queue: JobQueue::default(),
       locks,
       flights: SingleFlight::new(),
       clock: Arc::new(SystemClock),
@@ -327,7 +391,7 @@ impl DiskStore {
     let w = inner.clone();
     let writer = thread::Builder::new()
       .name("cachette-disk-writer".into())
-      .spawn(move || w.write_loop(rx))
+      .spawn(move || w.write_loop())
       .map_err(|e| unavailable(&inner.path, e))?;
     Ok(DiskStore {
       inner,
@@ -356,10 +420,7 @@ impl DiskStore {
   /// Applies everything queued and closes the database (or the connection to the owner).
   /// Called when the last handle goes; later calls do nothing.
   pub fn close(&self) {
-    let tx = self.inner.tx.lock().take();
-    if let Some(tx) = tx {
-      let _ = tx.send(Job::Stop);
-    }
+    self.inner.queue.close();
     if let Some(w) = self.writer.lock().take() {
       let _ = w.join();
     }
@@ -385,12 +446,11 @@ impl Drop for DiskStore {
 impl Inner {
   fn send(&self, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
     let mut p = self.progress.lock();
-    let tx = self.tx.lock();
-    let tx = tx.as_ref().ok_or(CoreError::Closed)?;
+    if !self.queue.push(make(p.queued + 1)) {
+      return Err(CoreError::Closed);
+    }
     p.queued += 1;
-    let seq = p.queued;
-    tx.send(make(seq)).map_err(|_| CoreError::Closed)?;
-    Ok(seq)
+    Ok(p.queued)
   }
 
   fn enqueue_write(&self, key: StoreKey, value: Option<Arc<[u8]>>, unlock: Option<Digest>) -> CoreResult<()> {
@@ -410,7 +470,7 @@ impl Inner {
     let mut p = self.progress.lock();
     let failed_before = p.last_failed;
     while p.done < target {
-      if self.tx.lock().is_none() && p.done < target {
+      if self.queue.is_closed() && p.done < target {
         // Closing: the writer drains the queue before it exits.
         self.progressed.wait_for(&mut p, Duration::from_millis(50));
         continue;
@@ -426,14 +486,13 @@ impl Inner {
     Ok(())
   }
 
-  fn write_loop(self: Arc<Self>, rx: Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-      let mut jobs = vec![first];
-      while jobs.len() < MAX_BATCH {
-        match rx.try_recv() {
-          Ok(j) => jobs.push(j),
-          Err(_) => break,
-        }
+  fn write_loop(self: Arc<Self>) {
+    while let Some(mut jobs) = self.queue.take() {
+      // Plain writes linger a moment so that the misses that follow join one batch; a
+      // flush, clear or close is served at once.
+      if jobs.len() < MAX_BATCH && jobs.iter().all(|j| matches!(j, Job::Write { .. })) {
+        thread::sleep(LINGER);
+        jobs.extend(self.queue.drain());
       }
       let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
       let mut ops = Vec::with_capacity(jobs.len());
