@@ -22,7 +22,12 @@ const counted = (name: string) => Array.from({ length: 33 }, (_, n) => marker(`$
 const ARGS = counted('args')
 const ARR = counted('array')
 const OBJ = counted('object')
-const LONG = marker('long')
+/** For 33 items or more: this marker, then the count as a number token. */
+const LONG = new Map<readonly object[], object>([
+  [ARGS, marker('args(long)')],
+  [ARR, marker('array(long)')],
+  [OBJ, marker('object(long)')],
+])
 const HOLE = marker('hole')
 const NEG_ZERO = marker('-0')
 const NONE = marker('none')
@@ -55,7 +60,7 @@ function step(tok: unknown): boolean {
 }
 
 function count(markers: readonly object[], n: number): boolean {
-  return n < markers.length ? step(markers[n]) : step(markers === ARGS ? ARGS[0] : markers[0]) && step(LONG) && step(n)
+  return n < markers.length ? step(markers[n]) : step(LONG.get(markers)) && step(n)
 }
 
 /** 1: walked; 0: absent (lookup only); -1: not covered. */

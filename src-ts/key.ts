@@ -178,7 +178,6 @@ function object(o: object, depth: number): void {
         trail.pop()
       }
     } else if (proto === Object.prototype || proto === null) {
-      if (Object.getOwnPropertySymbols(o).length > 0) throw unkeyable(here(), 'symbol-keyed properties are not keyed')
       const names = Object.keys(o)
       if (!isSorted(names)) names.sort()
       u8(T_OBJECT)

@@ -25,12 +25,11 @@ export interface GlobalOptions extends MemoizeOptions<never[]> {
  * ```
  */
 export function configure(options: GlobalOptions): void {
+  if (options === null || typeof options !== 'object') throw new TypeError('configure() takes an options object')
   const { enabled: on, ...rest } = options
-  if (on !== undefined) {
-    if (typeof on !== 'boolean') throw new TypeError('enabled must be a boolean if specified')
-    enabled = on
-  }
-  resolveOptions('configure', { namespace: 'configure', ...rest })
+  if (on !== undefined && typeof on !== 'boolean') throw new TypeError('enabled must be a boolean if specified')
+  resolveOptions('configure', { namespace: 'configure', ...defaults, ...rest })
+  if (on !== undefined) enabled = on
   defaults = { ...defaults, ...rest }
 }
 
@@ -84,6 +83,7 @@ function passthrough<F extends AnyFn>(fn: F): Implementation<F> {
  */
 export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Parameters<F>> = {}): Memoized<F> {
   if (typeof fn !== 'function') throw new TypeError('memoize() takes a function')
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object if specified')
   const o = resolveOptions(fn.name, { ...defaults, ...(options as MemoizeOptions<never[]>) })
   const impl: Implementation<F> = !enabled
     ? passthrough(fn)
@@ -122,7 +122,6 @@ export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Paramete
     },
     with(callOptions: CallOptions) {
       const co = resolveCall(callOptions)
-      if (co.maxAge !== undefined) methods.trackAge?.()
       return function (this: unknown, ...args: Parameters<F>) {
         return call(this, args, co)
       }

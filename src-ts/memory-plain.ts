@@ -1,3 +1,4 @@
+import { closedError } from './errors'
 import { encodeKeyString } from './key'
 import { lastToken, prune, UNSUPPORTED, walk } from './key-trie'
 import type { Node } from './key-trie'
@@ -31,8 +32,10 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   let count = 0
   /** Pending promises: when each started, and where it is stored. */
   const pending = new Map<unknown, { started: number; c: Container; k: unknown }>()
-  /** Creation times, kept once a `with({ maxAge })` view exists (entries without one are too old). */
-  let created: Map<Container, Map<unknown, number>> | null = null
+  /** Creation times, for `with({ maxAge })`: integer keys in an array, the rest per container. */
+  let intsAt: number[] = []
+  let timesOf = new WeakMap<Container, Map<unknown, number>>()
+  let closed = false
 
   let curC: Container | null = prim
   let curK: unknown
@@ -79,9 +82,10 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     if (read(c, k) === undefined) count++
     if (c === ints) ints[k as number] = v
     else (c as Map<unknown, unknown>).set(k, v)
-    if (created !== null) {
-      let times = created.get(c)
-      if (times === undefined) created.set(c, (times = new Map()))
+    if (c === ints) intsAt[k as number] = Date.now()
+    else {
+      let times = timesOf.get(c)
+      if (times === undefined) timesOf.set(c, (times = new Map()))
       times.set(k, Date.now())
     }
   }
@@ -94,7 +98,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     if (c === ints) delete ints[k as number]
     else if (c !== prim && c !== enc) prune(c as Node, k)
     else (c as Map<unknown, unknown>).delete(k)
-    created?.get(c)?.delete(k)
+    if (c !== ints) timesOf.get(c)?.delete(k)
     return true
   }
 
@@ -118,6 +122,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   }
 
   function compute(self: unknown, args: ArrayLike<unknown>, c: Container, k: unknown): unknown {
+    if (closed) throw closedError(o.namespace)
     stats.computations++
     let r: unknown
     try {
@@ -131,11 +136,12 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   }
 
   function tooOld(c: Container, k: unknown, maxAge: number): boolean {
-    const t = created?.get(c)?.get(k)
+    const t = c === ints ? intsAt[k as number] : timesOf.get(c)?.get(k)
     return t === undefined || Date.now() - t > maxAge
   }
 
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
+    if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
     keyFor(args, false)
     const v = curC === null ? undefined : read(curC, curK)
@@ -194,20 +200,23 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     return curC === null ? undefined : read(curC, curK)
   }
 
+  function clearOwn(): void {
+    ints = []
+    prim.clear()
+    enc.clear()
+    root = new Map()
+    pending.clear()
+    intsAt = []
+    timesOf = new WeakMap()
+    count = 0
+  }
+
   return {
     call,
     fast,
     stats,
     methods: {
-      clearOwn() {
-        ints = []
-        prim.clear()
-        enc.clear()
-        root = new Map()
-        pending.clear()
-        created = created === null ? null : new Map()
-        count = 0
-      },
+      clearOwn,
       size: () => count,
       delete(...args) {
         keyFor(args, false)
@@ -227,9 +236,10 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
         for (const [, p] of [...pending]) erase(p.c, p.k)
       },
       flush: () => Promise.resolve(),
-      close: () => Promise.resolve(),
-      trackAge() {
-        created ??= new Map()
+      close() {
+        closed = true
+        clearOwn()
+        return Promise.resolve()
       },
     },
   }

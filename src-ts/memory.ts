@@ -1,3 +1,4 @@
+import { closedError } from './errors'
 import { encodeKeyString } from './key'
 import { lastToken, prune, UNSUPPORTED, walk } from './key-trie'
 import type { Node } from './key-trie'
@@ -48,6 +49,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   let tail: Entry | null = null
   let bytes = 0
   /** Where the last `keyFor` found the key: a Map and a key in it (`null`: trie path not built yet). */
+  let closed = false
   let curMap: Map<unknown, unknown> | null = prim
   let curKey: unknown
   let curSrc: ArrayLike<unknown> = []
@@ -129,7 +131,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const old = map.get(key) as Entry | undefined
     if (old !== undefined) remove(old, true)
     const size = measure && !pending ? sizeOf(resolved) : 0
-    if (maxValueBytes !== undefined && size > maxValueBytes) return undefined
+    if ((maxValueBytes !== undefined && size > maxValueBytes) || (maxBytes !== undefined && size > maxBytes)) return undefined
     const now = Date.now()
     const staleAt = pending ? Infinity : now + ttl
     const e: Entry = {
@@ -157,6 +159,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function compute(self: unknown, args: ArrayLike<unknown>, map: Map<unknown, unknown>, key: unknown): unknown {
+    if (closed) throw closedError(o.namespace)
     stats.computations++
     let r: unknown
     try {
@@ -209,6 +212,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
+    if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
     keyFor(args, false)
     const e = curMap === null ? undefined : (curMap.get(curKey) as Entry | undefined)
@@ -273,20 +277,22 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     return e
   }
 
+  function clearOwn(): void {
+    prim.clear()
+    enc.clear()
+    root = new Map()
+    pendingEntries.clear()
+    head = tail = null
+    bytes = 0
+    count = 0
+  }
+
   return {
     call,
     fast,
     stats,
     methods: {
-      clearOwn() {
-        prim.clear()
-        enc.clear()
-        root = new Map()
-        pendingEntries.clear()
-        head = tail = null
-        bytes = 0
-        count = 0
-      },
+      clearOwn,
       size: () => count,
       delete(...args) {
         const e = lookup(args)
@@ -309,7 +315,11 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         for (const e of [...pendingEntries]) remove(e)
       },
       flush: () => Promise.resolve(),
-      close: () => Promise.resolve(),
+      close() {
+        closed = true
+        clearOwn()
+        return Promise.resolve()
+      },
     },
   }
 }

@@ -173,6 +173,9 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
   if (opts.path !== undefined && (typeof opts.path !== 'string' || opts.path.length === 0)) {
     throw new TypeError('path must be a non-empty string if specified')
   }
+  if (backend === 'disk' && (opts.maxEntries !== undefined || opts.maxBytes !== undefined)) {
+    throw new TypeError("maxEntries and maxBytes bound the memory backend; bound backend 'disk' with a ttl")
+  }
   const ttl = opts.ttl === undefined ? Infinity : toMs(opts.ttl, 'ttl')
   if (ttl === 0) throw new TypeError('ttl must be greater than 0 if specified')
   const swr = opts.staleWhileRevalidate

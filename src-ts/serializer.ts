@@ -1,5 +1,6 @@
 import { Packr } from 'msgpackr'
 import { deserialize, serialize } from 'node:v8'
+import { types } from 'node:util'
 import type { Serializer } from './options'
 
 /**
@@ -45,8 +46,39 @@ export function codecFor(option: 'msgpack' | 'v8' | 'json' | Serializer): Codec 
   return { id: CUSTOM_ID, serializer: option }
 }
 
+/**
+ * Refuses what the built-in codecs would drop or change silently: functions, symbols, class
+ * instances (their prototype would be lost), WeakMaps, WeakSets and Promises.
+ * @throws TypeError naming the path of the first such value.
+ */
+export function assertPlainData(value: unknown, path = 'result', seen = new Set<object>()): void {
+  const t = typeof value
+  if (t === 'function' || t === 'symbol') throw new TypeError(`${path} is a ${t}, which cannot be stored`)
+  if (t !== 'object' || value === null || seen.has(value as object)) return
+  seen.add(value as object)
+  const proto = Object.getPrototypeOf(value)
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) assertPlainData(value[i], `${path}[${i}]`, seen)
+  } else if (proto === Object.prototype || proto === null) {
+    for (const k of Object.keys(value as object)) assertPlainData((value as Record<string, unknown>)[k], `${path}.${k}`, seen)
+  } else if (types.isMap(value)) {
+    for (const [k, v] of value as Map<unknown, unknown>) {
+      assertPlainData(k, `${path} key`, seen)
+      assertPlainData(v, `${path}.get(…)`, seen)
+    }
+  } else if (types.isSet(value)) {
+    for (const v of value as Set<unknown>) assertPlainData(v, `${path} member`, seen)
+  } else if (
+    !(types.isDate(value) || types.isRegExp(value) || types.isNativeError(value) || ArrayBuffer.isView(value) || types.isAnyArrayBuffer(value))
+  ) {
+    const name = (proto as { constructor?: { name?: string } })?.constructor?.name || 'anonymous class'
+    throw new TypeError(`${path} is an instance of ${name}, which would be stored without its class; pass a serializer`)
+  }
+}
+
 /** Encodes a result with its header byte. Throws whatever the serializer throws. */
 export function encodePayload(codec: Codec, value: unknown, wasPromise: boolean): Buffer {
+  if (codec.id !== CUSTOM_ID) assertPlainData(value)
   const body = codec.serializer.encode(value)
   const out = Buffer.allocUnsafe(body.length + 1)
   out[0] = (codec.id << 1) | (wasPromise ? 1 : 0)

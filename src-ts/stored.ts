@@ -1,5 +1,5 @@
 import { types } from 'node:util'
-import { CachetteError, fromNative } from './errors'
+import { CachetteError, closedError, fromNative } from './errors'
 import { encodeKey } from './key'
 import { IO_BYTES, IO_CREATED, IO_FRESHNESS, openDisk, openShared, OWNER } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
@@ -57,6 +57,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   const inflight = new Map<string, Promise<unknown>>()
   /** Keys this thread computes synchronously right now (re-entrant calls skip the lock). */
   const computing = new Set<string>()
+  /** Keys of sync functions being refreshed in the background (staleWhileRevalidate). */
+  const refreshing = new Set<string>()
+  /** Bumped by clearLocks(): computations started before it no longer own their lock. */
+  let generation = 0
   let asyncFn = types.isAsyncFunction(fn)
   let closed = false
   let store: NativeStore | null = null
@@ -213,6 +217,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function computeAsync(self: unknown, args: ArrayLike<unknown>, hex: string, buf: Buffer, force: boolean): Promise<unknown> {
+    const gen = generation
     const p = (async () => {
       const lr = (await store!.lockAsync(buf, OWNER, lockTimeout)) as LockResult | Failure
       if ('code' in lr) {
@@ -232,17 +237,22 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
           return r
         }
       }
-      const locked = lr.state === LOCK_ACQUIRED
+      let locked = lr.state === LOCK_ACQUIRED
+      if (locked && gen !== generation) {
+        // clearLocks() ran while this caller waited: it computes, but holds no lock.
+        store!.release(buf, OWNER, null)
+        locked = false
+      }
       stats.computations++
       let v: unknown
       try {
         v = await fn.apply(self, args as unknown[])
       } catch (err) {
-        if (locked) fail(buf, err)
+        if (locked && gen === generation) fail(buf, err)
         stats.errors++
         throw err
       }
-      put(buf, v, true, locked)
+      put(buf, v, true, locked && gen === generation)
       return v
     })()
     track(hex, p)
@@ -258,11 +268,15 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
-    if (closed) throw new CachetteError('ERR_CLOSED', `cachette: ${o.namespace} was closed; create a new memoized function to keep caching`)
+    if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
     const kb = encodeKey(keyFn === undefined ? args : [keyFn(...Array.from(args))])
-    if (store === null) return fn.apply(self, args as unknown[])
-    const force = co?.refresh === true
+    if (store === null) {
+      stats.misses++
+      stats.computations++
+      return fn.apply(self, args as unknown[])
+    }
+    let force = co?.refresh === true
     let r: unknown = MISS
     try {
       if (force) store.hash(kb, io)
@@ -271,30 +285,55 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       backendFailure(e)
       return fn.apply(self, args as unknown[])
     }
-    if (r !== MISS && (co === undefined || co.maxAge === undefined || Date.now() - io.readDoubleLE(IO_CREATED) <= co.maxAge)) {
+    if (r !== MISS && co !== undefined && co.maxAge !== undefined && Date.now() - io.readDoubleLE(IO_CREATED) > co.maxAge) {
+      // Too old for this call: compute anew and overwrite.
+      r = MISS
+      force = true
+    }
+    if (r !== MISS) {
       if (lastFresh) {
         stats.hits++
         return answer(r) as ReturnType<F>
       }
       stats.staleHits++
       const answered = answer(r)
-      const hex = io.toString('hex', 0, 32)
-      if (!inflight.has(hex)) {
-        computeAsync(self, Array.from(args), hex, Buffer.from(io), true).catch(() => {
-          // Counted in stats.errors; the stale value keeps being served until it expires.
-        })
-      }
+      revalidate(self, args, io.toString('hex', 0, 32))
       return answered as ReturnType<F>
     }
-    stats.misses++
     const hex = io.toString('hex', 0, 32)
     const running = inflight.get(hex)
     if (running !== undefined && !force) {
       stats.waits++
       return running as ReturnType<F>
     }
+    stats.misses++
     if (asyncFn) return computeAsync(self, args, hex, Buffer.from(io), force) as ReturnType<F>
     return computeSync(self, args, hex, force) as ReturnType<F>
+  }
+
+  /** Refreshes a stale entry in the background, once at a time per key in this thread. */
+  function revalidate(self: unknown, args: ArrayLike<unknown>, hex: string): void {
+    if (inflight.has(hex) || refreshing.has(hex)) return
+    const copy = Buffer.from(io)
+    const argsCopy = Array.from(args)
+    if (asyncFn) {
+      computeAsync(self, argsCopy, hex, copy, true).catch(() => {
+        // Counted in stats.errors; the stale value keeps being served until it expires.
+      })
+      return
+    }
+    // A sync function stays sync: refresh it on a later turn of the event loop.
+    refreshing.add(hex)
+    setImmediate(() => {
+      io.set(copy)
+      try {
+        computeSync(self, argsCopy, hex, true)
+      } catch {
+        // Counted in stats.errors; the stale value keeps being served until it expires.
+      } finally {
+        refreshing.delete(hex)
+      }
+    })
   }
 
   function hashed(args: unknown[]): Buffer | undefined {
@@ -352,8 +391,14 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         } else put(buf, value, false, false)
       },
       clearLocks() {
+        generation++
         inflight.clear()
         computing.clear()
+        try {
+          store?.releaseOwner(OWNER)
+        } catch (e) {
+          backendFailure(e)
+        }
       },
       async flush() {
         const f = (await store?.flush(o.durability === 'sync')) as Failure | null | undefined

@@ -208,7 +208,17 @@ fn unavailable(path: &Path, reason: impl std::fmt::Display) -> CoreError {
 /// Creates the directory 0700 (umask-proof) if it does not exist.
 fn prepare_dir(path: &Path) -> CoreResult<PathBuf> {
   if !path.exists() {
-    fs::create_dir_all(path).map_err(|e| unavailable(path, format!("cannot create the directory: {e}")))?;
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+      use std::os::unix::fs::DirBuilderExt;
+      // Every directory created here, parents included, is private to this user.
+      builder.mode(0o700);
+    }
+    builder
+      .create(path)
+      .map_err(|e| unavailable(path, format!("cannot create the directory: {e}")))?;
     #[cfg(unix)]
     {
       use std::os::unix::fs::PermissionsExt;
@@ -701,7 +711,7 @@ struct Server {
   socket: PathBuf,
   stop: Arc<AtomicBool>,
   peers: Arc<Mutex<Vec<UnixStream>>>,
-  thread: Mutex<Option<JoinHandle<()>>>,
+  listener_fd: i32,
 }
 
 impl Server {
@@ -718,15 +728,25 @@ impl Server {
     let stop = Arc::new(AtomicBool::new(false));
     let peers: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
     let weak = Arc::downgrade(inner);
+    // Server threads hold the database weakly: closing the store closes RocksDB at once,
+    // whatever those threads are doing.
+    let db = Arc::downgrade(&db);
     let (stop2, peers2) = (stop.clone(), peers.clone());
-    let thread = thread::Builder::new()
+    let listener_fd = {
+      use std::os::unix::io::AsRawFd;
+      listener.as_raw_fd()
+    };
+    thread::Builder::new()
       .name("cachette-disk-owner".into())
       .spawn(move || {
         for stream in listener.incoming() {
           if stop2.load(Ordering::SeqCst) {
             break;
           }
-          let Ok(stream) = stream else { continue };
+          let Ok(stream) = stream else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+          };
           if let Ok(clone) = stream.try_clone() {
             peers2.lock().push(clone);
           }
@@ -741,16 +761,18 @@ impl Server {
       socket,
       stop,
       peers,
-      thread: Mutex::new(Some(thread)),
+      listener_fd,
     })
   }
 
+  /// Stops serving without waiting for the accept thread: it wakes (listener shut down, or a
+  /// last connection) and exits on its own. Waiting could hang if the socket file was removed.
   fn stop(&self) {
     self.stop.store(true, Ordering::SeqCst);
+    // SAFETY: the fd belongs to the listener, which the accept thread owns until it exits;
+    // shutdown only makes its blocked accept return.
+    unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
     let _ = UnixStream::connect(&self.socket);
-    if let Some(t) = self.thread.lock().take() {
-      let _ = t.join();
-    }
     for p in self.peers.lock().drain(..) {
       let _ = p.shutdown(std::net::Shutdown::Both);
     }
@@ -758,8 +780,9 @@ impl Server {
   }
 }
 
-fn serve(inner: Weak<Inner>, db: Arc<DB>, mut stream: UnixStream) {
+fn serve(inner: Weak<Inner>, db: Weak<DB>, mut stream: UnixStream) {
   while let Ok(Some(body)) = ipc::read_frame(&mut stream) {
+    let Some(db) = db.upgrade() else { break };
     let resp = match answer(&inner, &db, &body) {
       Ok(r) => r,
       Err(e) => ipc::error_response(&e),

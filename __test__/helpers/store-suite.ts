@@ -1,0 +1,478 @@
+import test from 'ava'
+import { CachetteError, memoize } from '../../src-ts/index'
+import type { Memoized, MemoizeOptions } from '../../src-ts/index'
+import { sleep, uniqueNamespace } from './env'
+
+/** Options a backend contributes; `key` is left to each test (it is typed by the arguments). */
+export type BackendOptions = Omit<MemoizeOptions, 'key'>
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Fn = (...args: any[]) => any
+
+/** One backend under test. */
+export interface Backend {
+  /** Shown in test titles: `(memory)`, `(shared memory)`, `(disk)`. */
+  name: string
+  /** Fresh options for one cache: the backend's settings and a namespace no other test uses. */
+  options(): BackendOptions
+  /** `memoize(fn, { ...options(), ...extra })`, closed after the file's tests (see {@link track}). */
+  memoize<F extends Fn>(fn: F, extra?: MemoizeOptions<Parameters<F>>): Memoized<F>
+  /** Entries are held encoded (disk, shared memory): hits are copies, `close()` ends the handle. */
+  encoded: boolean
+}
+
+const open = new Set<{ close(): Promise<void> }>()
+test.after.always('close every store this file opened', async () => {
+  await Promise.all([...open].map((g) => g.close().catch(() => undefined)))
+})
+
+/**
+ * Closes `f` after the last test of this file. A disk store still open when the temp dir is
+ * removed at exit hangs the process (the owner thread waits on a socket that is gone), so every
+ * disk handle a test opens goes through here.
+ */
+export function track<T extends { close(): Promise<void> }>(f: T): T {
+  open.add(f)
+  return f
+}
+
+function backend(name: string, encoded: boolean, options: () => BackendOptions): Backend {
+  return {
+    name,
+    encoded,
+    options,
+    memoize: (fn, extra) => track(memoize(fn, { ...options(), ...extra })),
+  }
+}
+
+/** The backends of this version (memory twice: plain, and expiring); disk entries go below `dir`. */
+export function backends(dir: string): Backend[] {
+  return [
+    backend('memory', false, () => ({ namespace: uniqueNamespace('mem') })),
+    // Expiring or bounded memory caches take another implementation: run the suite on it too.
+    backend('memory with a ttl', false, () => ({ namespace: uniqueNamespace('memttl'), ttl: '1h' })),
+    backend('shared memory', true, () => ({ shared: true, namespace: uniqueNamespace('shm') })),
+    backend('disk', true, () => ({ backend: 'disk', path: dir, namespace: uniqueNamespace('disk') })),
+  ]
+}
+
+/** Polls `cond` every 5 ms; rejects after `ms` (a "did not hang" bound, not a timing assertion). */
+export async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`)
+    await sleep(5)
+  }
+}
+
+/** A counter and a sync function that returns a new object `{ n }` per computation. */
+export function counted<A extends unknown[]>(): { fn: (...args: A) => { n: number }; calls: () => number } {
+  let n = 0
+  return { fn: (..._args: A) => ({ n: ++n }), calls: () => n }
+}
+
+class Point {
+  constructor(
+    readonly x: number,
+    readonly y: number,
+  ) {}
+}
+
+/** Arguments that are equal by value: the second of each pair must hit the entry of the first. */
+export const equalPairs: [string, unknown, unknown][] = [
+  ['plain objects in any key order', { a: 1, b: { c: 2, d: 3 } }, { b: { d: 3, c: 2 }, a: 1 }],
+  ['nested arrays', [1, [2, 'three']], [1, [2, 'three']]],
+  ['Dates of the same instant', new Date(1_700_000_000_000), new Date(1_700_000_000_000)],
+  [
+    'Maps with equal entries',
+    new Map<unknown, unknown>([
+      ['k', 1],
+      [2, { x: 1 }],
+    ]),
+    new Map<unknown, unknown>([
+      ['k', 1],
+      [2, { x: 1 }],
+    ]),
+  ],
+  ['Sets with equal values', new Set([1, 'a']), new Set([1, 'a'])],
+  ['BigInts', 10n ** 30n, 10n ** 30n],
+  ['Uint8Arrays', new Uint8Array([1, 2, 3]), new Uint8Array([1, 2, 3])],
+  ['Float64Arrays', new Float64Array([1.5, -2]), new Float64Array([1.5, -2])],
+  ['Buffers', Buffer.from('abc'), Buffer.from('abc')],
+  ['NaNs', NaN, NaN],
+]
+
+/** Arguments that look alike but differ: each must get its own entry. */
+export const lookAlikePairs: [string, unknown, unknown][] = [
+  ['NaN and null', NaN, null],
+  ['1n and 1', 1n, 1],
+  ["'1' and 1", '1', 1],
+  ['undefined and null', undefined, null],
+  ['a Map and {}', new Map(), {}],
+  ['a lone surrogate and U+FFFD', '\uD800', '\uFFFD'],
+  ['-0 and 0', -0, 0],
+  ['[1, 2] and [2, 1]', [1, 2], [2, 1]],
+  ['a Buffer and a Uint8Array with the same bytes', Buffer.from([1, 2]), new Uint8Array([1, 2])],
+  ['an Int8Array and a Uint8Array with the same bytes', new Int8Array([1, 2]), new Uint8Array([1, 2])],
+  ['a Date and its timestamp', new Date(5), 5],
+  ['a Set and an array', new Set([1]), [1]],
+  ['true and 1', true, 1],
+  ["'' and undefined", '', undefined],
+  ['an array hole and undefined', [, 1], [undefined, 1]], // eslint-disable-line no-sparse-arrays
+  ['{ a: undefined } and {}', { a: undefined }, {}],
+  ['[] and a 40-item array', [], Array.from({ length: 40 }, (_, i) => i)],
+  ['{} and an object with 40 properties', {}, Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, i]))],
+]
+
+/** Arguments that cannot be keyed, with the path the error must name. */
+export function unkeyableCases(): [string, unknown[], string][] {
+  const circular: Record<string, unknown> = { a: 1 }
+  circular.self = circular
+  return [
+    ['a function', [1, { cb: () => 1 }], 'args[1].cb'],
+    ['a symbol', [Symbol('s')], 'args[0]'],
+    ['a class instance', [new Point(1, 2)], 'args[0]'],
+    ['a WeakMap', [{ m: new WeakMap() }], 'args[0].m'],
+    ['a Promise', [[0, Promise.resolve(1)]], 'args[0][1]'],
+    ['a circular object', [circular], 'args[0].self'],
+  ]
+}
+
+/**
+ * Registers the behavioural contract every backend keeps. Feature files go deeper; this is the
+ * part that must read the same whatever holds the entries.
+ */
+export function storeSuite(b: Backend): void {
+  const title = (s: string) => `${s} (${b.name})`
+
+  test(title('memoize() keeps a sync function sync'), (t) => {
+    const f = b.memoize((x: number) => x * 2)
+    const miss = f(21)
+    const hit = f(21)
+    t.is(miss, 42)
+    t.is(hit, 42)
+  })
+
+  test(title('memoize() returns a Promise from an async function on a miss and on a hit'), async (t) => {
+    const f = b.memoize(async (x: number) => x * 2)
+    const miss = f(21)
+    t.true(miss instanceof Promise)
+    t.is(await miss, 42)
+    const hit = f(21)
+    t.true(hit instanceof Promise)
+    t.is(await hit, 42)
+  })
+
+  test(title('memoize() computes each distinct argument list once'), (t) => {
+    const c = counted<[number, string?]>()
+    const f = b.memoize(c.fn)
+    const a = f(1)
+    const bb = f(2)
+    const ab = f(1, 'b')
+    t.deepEqual(f(1), a)
+    t.deepEqual(f(2), bb)
+    t.deepEqual(f(1, 'b'), ab)
+    t.deepEqual([a.n, bb.n, ab.n], [1, 2, 3])
+    t.is(c.calls(), 3)
+    t.is(f.stats().size, 3)
+  })
+
+  test(title('memoize() compares arguments by value'), (t) => {
+    const c = counted<[unknown]>()
+    const f = b.memoize(c.fn)
+    for (const [what, first, second] of equalPairs) {
+      const before = c.calls()
+      const r1 = f(first)
+      t.deepEqual(f(second), r1, what)
+      t.is(c.calls(), before + 1, `${what} computed once`)
+    }
+  })
+
+  test(title('memoize() gives look-alike arguments different entries'), (t) => {
+    for (const [what, first, second] of lookAlikePairs) {
+      const c = counted<[unknown]>()
+      const f = b.memoize(c.fn)
+      try {
+        t.deepEqual(f(first), { n: 1 }, what)
+        t.deepEqual(f(second), { n: 2 }, `${what}: the second must not hit the first's entry`)
+        t.deepEqual(f(first), { n: 1 }, `${what}: the first is still cached`)
+      } catch (e) {
+        t.fail(`${what}: ${String(e)}`)
+      }
+    }
+  })
+
+  test(title('memoize() passes a thrown error through unchanged and never caches it'), (t) => {
+    const err = new Error('boom')
+    let calls = 0
+    const f = b.memoize((_x: number) => {
+      calls++
+      throw err
+    })
+    t.throws(() => f(1), { is: err })
+    t.false(f.has(1))
+    t.throws(() => f(1), { is: err })
+    t.is(calls, 2)
+  })
+
+  test(title('memoize() passes a rejection through unchanged and never caches it'), async (t) => {
+    const err = new Error('nope')
+    let calls = 0
+    const f = b.memoize(async (_x: number) => {
+      calls++
+      throw err
+    })
+    await t.throwsAsync(f(1), { is: err })
+    t.false(f.has(1))
+    await t.throwsAsync(f(1), { is: err })
+    t.is(calls, 2)
+  })
+
+  test(title('memoize() shares one computation among 50 concurrent async callers'), async (t) => {
+    let calls = 0
+    const f = b.memoize(async (x: number) => {
+      calls++
+      await sleep(30)
+      return { x }
+    })
+    const results = await Promise.all(Array.from({ length: 50 }, () => f(7)))
+    t.is(calls, 1)
+    for (const r of results) t.deepEqual(r, { x: 7 })
+  })
+
+  test(title('memoize() hands the same rejection to every concurrent caller, then computes again'), async (t) => {
+    const err = new Error('shared failure')
+    let calls = 0
+    const f = b.memoize(async (_x: number) => {
+      calls++
+      await sleep(30)
+      throw err
+    })
+    const settled = await Promise.allSettled(Array.from({ length: 50 }, () => f(1)))
+    t.is(calls, 1)
+    for (const s of settled) t.is(s.status === 'rejected' ? s.reason : s, err)
+    await t.throwsAsync(f(1), { is: err })
+    t.is(calls, 2)
+  })
+
+  test(title('memoize() rejects unkeyable arguments with ERR_UNKEYABLE_ARGUMENT before calling the function'), (t) => {
+    let calls = 0
+    const f = b.memoize((..._args: unknown[]) => ++calls)
+    for (const [what, args, path] of unkeyableCases()) {
+      const e = t.throws(() => f(...args), { instanceOf: CachetteError }, what)
+      t.is(e?.code, 'ERR_UNKEYABLE_ARGUMENT', what)
+      t.true(e?.message.includes(path), `${what}: "${e?.message}" names ${path}`)
+    }
+    t.is(calls, 0)
+  })
+
+  test(title('memoize() computes a recursive function once per argument'), (t) => {
+    let calls = 0
+    const fib: Memoized<(n: number) => number> = b.memoize(
+      (n: number): number => {
+        calls++
+        return n < 2 ? n : fib(n - 1) + fib(n - 2)
+      },
+      { lockTimeout: 200 },
+    )
+    t.is(fib(6), 8)
+    t.is(calls, 7)
+    t.deepEqual(
+      [0, 1, 2, 3, 4, 5, 6].map((n) => fib.peek(n)),
+      [0, 1, 1, 2, 3, 5, 8],
+    )
+  })
+
+  test(title('has(), peek(), delete() and clear() read and remove entries without computing'), (t) => {
+    const c = counted<[number]>()
+    const f = b.memoize(c.fn)
+    t.false(f.has(1))
+    t.is(f.peek(1), undefined)
+    f(1)
+    f(2)
+    t.true(f.has(1))
+    t.deepEqual(f.peek(1), { n: 1 })
+    t.true(f.delete(1))
+    t.false(f.delete(1))
+    t.false(f.has(1))
+    t.true(f.has(2))
+    f.clear()
+    t.false(f.has(2))
+    t.is(f.stats().size, 0)
+    t.is(c.calls(), 2)
+  })
+
+  test(title('set() precaches a value and refresh() recomputes and overwrites it'), (t) => {
+    const c = counted<[number]>()
+    const f = b.memoize(c.fn)
+    f.set([5], { n: 100 })
+    t.deepEqual(f(5), { n: 100 })
+    t.is(c.calls(), 0)
+    t.deepEqual(f.refresh(5), { n: 1 })
+    t.deepEqual(f(5), { n: 1 })
+    t.is(c.calls(), 1)
+  })
+
+  test(title('memoize() recomputes an entry once its ttl has passed'), async (t) => {
+    const c = counted<[number]>()
+    const f = b.memoize(c.fn, { ttl: 100 })
+    t.deepEqual(f(1), { n: 1 })
+    t.deepEqual(f(1), { n: 1 })
+    await sleep(150)
+    t.false(f.has(1))
+    t.deepEqual(f(1), { n: 2 })
+    t.is(c.calls(), 2)
+  })
+
+  if (b.name === 'disk') {
+    test(title('maxEntries and maxBytes are refused: disk entries are bounded by ttl'), (t) => {
+      t.throws(() => b.memoize((x: number) => x, { maxEntries: 3 }), {
+        instanceOf: TypeError,
+        message: /bound backend 'disk' with a ttl/,
+      })
+      t.throws(() => b.memoize((x: number) => x, { maxBytes: 3500 }), {
+        instanceOf: TypeError,
+        message: /bound backend 'disk' with a ttl/,
+      })
+    })
+  } else boundsSuite(b, title)
+
+  test(title('symbol-keyed properties are not part of a key, as with Object.keys'), (t) => {
+    const c = counted<[Record<string | symbol, number>]>()
+    const f = b.memoize(c.fn)
+    f({ a: 1, [Symbol('s')]: 1 })
+    f({ a: 1, [Symbol('s')]: 2 })
+    t.is(c.calls(), 1)
+  })
+
+  test(title('maxValueBytes returns a larger value without storing it'), (t) => {
+    let calls = 0
+    const f = b.memoize((n: number) => (calls++, 'x'.repeat(n)), { maxValueBytes: 100 })
+    t.is(f(1000).length, 1000)
+    t.false(f.has(1000))
+    t.is(f(10), 'x'.repeat(10))
+    t.true(f.has(10))
+    f(1000)
+    f(10)
+    t.is(calls, 3)
+  })
+
+  test(title('cacheUndefined: false stores neither undefined nor null'), (t) => {
+    let calls = 0
+    const f = b.memoize((x: number) => (calls++, x === 0 ? undefined : x === 1 ? null : x), { cacheUndefined: false })
+    for (let i = 0; i < 2; i++) {
+      t.is(f(0), undefined)
+      t.is(f(1), null)
+      t.is(f(2), 2)
+    }
+    t.is(calls, 5)
+    t.deepEqual([f.has(0), f.has(1), f.has(2)], [false, false, true])
+  })
+
+  if (!b.encoded) return
+
+  test(
+    title('memoize() round-trips Date, Map, Set, BigInt, typed arrays, Buffers, cycles and undefined'),
+    async (t) => {
+      const opts = b.options()
+      const value: Record<string, unknown> = {
+        date: new Date(1_700_000_000_123),
+        map: new Map<unknown, unknown>([
+          ['a', 1],
+          [2, new Set(['b'])],
+        ]),
+        set: new Set([1, 'two', 3n]),
+        big: -(2n ** 100n),
+        u8: new Uint8Array([0, 255]),
+        f32: new Float32Array([0.5, -1]),
+        i16: new Int16Array([-2, 3]),
+        buf: Buffer.from('buffer'),
+        missing: undefined,
+        list: [undefined, null, 1],
+      }
+      value.self = value
+      const writer = b.memoize((_k: string) => value, opts)
+      t.is(writer('v'), value)
+      t.is(writer('u'), value)
+      const reader = b.memoize((_k: string): unknown => t.fail('the reader must not compute'), opts)
+      const back = reader.peek('v') as Record<string, unknown>
+      t.not(back, value)
+      t.is(back.self, back)
+      t.deepEqual(back, value)
+      t.true('missing' in back)
+      t.true(Buffer.isBuffer(back.buf))
+      t.is(Object.getPrototypeOf(back.u8), Uint8Array.prototype)
+      const viaCall = reader('v') as Record<string, unknown>
+      t.deepEqual(viaCall.map, value.map)
+      await writer.close()
+      await reader.close()
+    },
+  )
+
+  test(title('memoize() stores an undefined result and reads it back as a hit'), async (t) => {
+    const opts = b.options()
+    const writer = b.memoize((_k: number): undefined => undefined, opts)
+    t.is(writer(1), undefined)
+    const reader = b.memoize((_k: number): undefined => t.fail('the reader must not compute'), opts)
+    t.true(reader.has(1))
+    t.is(reader(1), undefined)
+    t.is(reader.stats().hits, 1)
+    await writer.close()
+    await reader.close()
+  })
+
+  test(title('close() flushes, and later calls throw ERR_CLOSED'), async (t) => {
+    const opts = b.options()
+    const f = b.memoize((x: number) => x + 1, opts)
+    const keep = b.memoize((_x: number): number => t.fail('must read the value f stored'), opts)
+    t.is(f(1), 2)
+    await f.close()
+    await f.close() // idempotent
+    t.throws(() => f(1), { instanceOf: CachetteError, code: 'ERR_CLOSED' })
+    t.is(keep(1), 2)
+    await keep.close()
+  })
+}
+
+/** LRU bounds, on the backends that have them (memory and shared memory). */
+function boundsSuite(b: Backend, title: (s: string) => string): void {
+  test(title('maxEntries evicts the least recently used entry'), (t) => {
+    const c = counted<[number]>()
+    const f = b.memoize(c.fn, { maxEntries: 3 })
+    f(1)
+    f(2)
+    f(3)
+    f(1) // 2 is now the least recently used
+    f(4)
+    t.is(f.stats().size, 3)
+    t.deepEqual(
+      [1, 2, 3, 4].map((k) => f.has(k)),
+      [true, false, true, true],
+    )
+    t.is(c.calls(), 4)
+  })
+
+  test(title('maxBytes evicts the least recently used entries'), (t) => {
+    const f = b.memoize((x: number) => String(x).repeat(1000), { maxBytes: 3500 })
+    f(1)
+    f(2)
+    f(3)
+    f(1)
+    f(4)
+    t.deepEqual(
+      [1, 2, 3, 4].map((k) => f.has(k)),
+      [true, false, true, true],
+    )
+  })
+
+  test(title('maxBytes refuses a value larger than the bound without evicting the others'), (t) => {
+    const f = b.memoize((x: number) => String(x).repeat(x === 9 ? 10_000 : 1000), { maxBytes: 3500 })
+    f(1)
+    f(2)
+    t.is(f(9).length, 10_000)
+    t.deepEqual(
+      [1, 2, 9].map((k) => f.has(k)),
+      [true, true, false],
+    )
+  })
+}

@@ -1,0 +1,158 @@
+import test from 'ava'
+import { memoize } from '../src-ts/index'
+import { sleep, tempDir, uniqueNamespace } from './helpers/env'
+import { backends, counted, track } from './helpers/store-suite'
+
+/*
+ * The memory backend: values held as they are (no copy, no decoding), in the plain
+ * implementation (no expiry, no bounds) and the expiring/bounded one; and `shared: true`, one
+ * encoded cache per namespace for the whole process.
+ */
+
+const memories = backends(tempDir('memory')).filter((b) => !b.encoded)
+
+for (const b of memories) {
+  const title = (s: string) => `${s} (${b.name})`
+
+  test(title('a hit returns the very object the function returned'), (t) => {
+    const made: { id: number }[] = []
+    const f = b.memoize((id: number) => {
+      const o = { id }
+      made.push(o)
+      return o
+    })
+    const first = f(1)
+    t.is(f(1), first)
+    t.is(f(1), made[0])
+    t.is(f.peek(1), first)
+  })
+
+  test(title('concurrent callers get the very same pending Promise'), async (t) => {
+    const f = b.memoize(async (x: { id: number }) => {
+      await sleep(10)
+      return x.id
+    })
+    const p = f({ id: 1 })
+    t.is(f({ id: 1 }), p)
+    t.is(await p, 1)
+  })
+
+  test(title('an undefined result is cached and counted as a hit'), (t) => {
+    let calls = 0
+    const f = b.memoize((_k: string): undefined => void calls++)
+    t.is(f('a'), undefined)
+    t.is(f('a'), undefined)
+    t.true(f.has('a'))
+    t.is(calls, 1)
+    t.is(f.stats().hits, 1)
+    t.is(f.stats().size, 1)
+  })
+
+  test(title('numbers around the integer fast path are keyed apart and hit'), (t) => {
+    const keys = [
+      0,
+      -0,
+      1,
+      -1,
+      1.5,
+      2 ** 24 - 1,
+      2 ** 24,
+      2 ** 31,
+      2 ** 32,
+      Number.MAX_SAFE_INTEGER,
+      Infinity,
+      -Infinity,
+      NaN,
+    ]
+    const c = counted<[number]>()
+    const f = b.memoize(c.fn)
+    const first = keys.map((k) => f(k))
+    t.deepEqual(
+      first.map((r) => r.n),
+      keys.map((_, i) => i + 1),
+      'every key computed once, in order',
+    )
+    t.deepEqual(
+      keys.map((k) => f(k)),
+      first,
+      'and every key hits its own entry',
+    )
+    t.is(f.stats().size, keys.length)
+  })
+
+  test(title('deleting a key while its Promise is pending keeps the late result out of the cache'), async (t) => {
+    let calls = 0
+    const f = b.memoize(async (_k: string) => {
+      calls++
+      await sleep(20)
+      return calls
+    })
+    const p = f('k')
+    t.true(f.delete('k'))
+    t.is(await p, 1)
+    t.false(f.has('k'))
+    t.is(await f('k'), 2)
+  })
+
+  test(title('clear() while a Promise is pending keeps the late result out of the cache'), async (t) => {
+    const f = b.memoize(async (x: { id: number }) => {
+      await sleep(20)
+      return x.id
+    })
+    const p = f({ id: 1 })
+    f.clear()
+    t.is(await p, 1)
+    t.false(f.has({ id: 1 }))
+    t.is(f.stats().size, 0)
+  })
+
+  test(title('maxEntries evicts the least recently used object-argument entry'), (t) => {
+    const c = counted<[{ id: number }]>()
+    const f = b.memoize(c.fn, { maxEntries: 2 })
+    f({ id: 1 })
+    f({ id: 2 })
+    f({ id: 1 })
+    f({ id: 3 })
+    t.deepEqual(
+      [1, 2, 3].map((id) => f.has({ id })),
+      [true, false, true],
+    )
+    t.is(f.stats().size, 2)
+  })
+}
+
+for (const b of backends(tempDir('memory-bounds'))) {
+  test(`an async value larger than maxValueBytes is returned but not stored (${b.name})`, async (t) => {
+    let calls = 0
+    const f = b.memoize(async (n: number) => (calls++, 'y'.repeat(n)), { maxValueBytes: 100 })
+    t.is((await f(1000)).length, 1000)
+    await sleep(5)
+    t.false(f.has(1000))
+    t.is((await f(1000)).length, 1000)
+    t.is(calls, 2)
+    t.is(await f(10), 'y'.repeat(10))
+    t.true(f.has(10))
+  })
+}
+
+test('shared: true gives every memoized function of a namespace the same entries', (t) => {
+  const namespace = uniqueNamespace('shared-ns')
+  const writer = track(memoize((x: number) => ({ x, by: 'writer' }), { shared: true, namespace }))
+  const reader = track(memoize((x: number) => ({ x, by: 'reader' }), { shared: true, namespace }))
+  const other = track(
+    memoize((x: number) => ({ x, by: 'other' }), { shared: true, namespace: uniqueNamespace('shared-ns') }),
+  )
+  writer(1)
+  t.deepEqual(reader(1), { x: 1, by: 'writer' })
+  t.deepEqual(other(1), { x: 1, by: 'other' }, 'another namespace has its own entries')
+  reader.delete(1)
+  t.false(writer.has(1))
+})
+
+test('shared: true hands out copies: mutating a result does not change the cache', (t) => {
+  const f = track(memoize((x: number) => ({ list: [x] }), { shared: true, namespace: uniqueNamespace('copies') }))
+  const r = f(1)
+  r.list.push(99)
+  t.deepEqual(f(1), { list: [1] })
+  t.not(f(1), f(1))
+})
