@@ -34,8 +34,8 @@ export interface MemoizeOptions<A extends unknown[] = unknown[]> {
    */
   path?: string
   /**
-   * Key prefix: functions with the same namespace share entries. Required for anonymous
-   * functions on `disk` and with `shared: true`.
+   * Key prefix on `disk` and with `shared: true`, where functions with the same namespace share
+   * entries (a plain memory cache belongs to its function). Required there for anonymous functions.
    * @default the function's name
    */
   namespace?: string
@@ -53,9 +53,9 @@ export interface MemoizeOptions<A extends unknown[] = unknown[]> {
    * @default 30000
    */
   lockTimeout?: Duration
-  /** Most entries kept; least recently used go first. @default unbounded */
+  /** Most entries kept; least recently used go first (memory backends; bound `disk` with `ttl`). @default unbounded */
   maxEntries?: number
-  /** Most bytes of encoded values kept (memory: computed by encoding each stored value). @default unbounded */
+  /** Most bytes of encoded values kept (memory backends; plain memory encodes each stored value to measure it). @default unbounded */
   maxBytes?: number
   /** Values larger than this (encoded) are returned but not stored. @default unbounded */
   maxValueBytes?: number
