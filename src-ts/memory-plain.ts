@@ -1,7 +1,8 @@
 import { closedError } from './errors'
-import { encodeKeyString } from './key'
-import { lastToken, prune, UNSUPPORTED, walk } from './key-trie'
+import { prune } from './key-trie'
 import type { Node } from './key-trie'
+import { INT_LIMIT, KeyRouter } from './key-router'
+import type { Container } from './key-router'
 import type { ResolvedOptions } from './options'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
 import { isPromiseLike } from './types'
@@ -16,19 +17,13 @@ import { isPromiseLike } from './types'
 
 /** Stands for a cached `undefined` (an absent slot reads as `undefined`). */
 const UNDEF = Object.freeze({ cachette: 'undefined' })
-/** Integer keys below this index an array. */
-const INT_LIMIT = 1 << 24
-
-type Container = unknown[] | Map<unknown, unknown>
 
 export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
   const keyFn = o.key as ((...args: unknown[]) => unknown) | undefined
   const { lockTimeout, cacheUndefined } = o
   const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
-  let ints: unknown[] = []
-  const prim = new Map<unknown, unknown>()
-  const enc = new Map<unknown, unknown>()
-  let root: Node = new Map()
+  const router = new KeyRouter(true)
+  const prim = router.prim
   let count = 0
   /** Pending promises: when each started, and where it is stored. */
   const pending = new Map<unknown, { started: number; c: Container; k: unknown }>()
@@ -37,53 +32,19 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   let timesOf = new WeakMap<Container, Map<unknown, number>>()
   let closed = false
 
-  let curC: Container | null = prim
-  let curK: unknown
-  let curSrc: ArrayLike<unknown> = []
-
   function keyFor(args: ArrayLike<unknown>, make: boolean): void {
-    const src = keyFn === undefined ? args : [keyFn(...Array.from(args))]
-    if (src.length === 1) {
-      const a = src[0]
-      const t = typeof a
-      if (t === 'number' && (a as number) >>> 0 === a && (a as number) < INT_LIMIT && (a !== 0 || 1 / a > 0)) {
-        curC = ints
-        curK = a
-        return
-      }
-      if (t === 'string' || t === 'boolean' || t === 'undefined' || t === 'bigint' || a === null || (t === 'number' && (a !== 0 || 1 / (a as number) > 0))) {
-        curC = prim
-        curK = a
-        return
-      }
-    }
-    const found = walk(root, src, make)
-    if (found === UNSUPPORTED) {
-      curC = enc
-      curK = encodeKeyString(src)
-    } else {
-      curC = (found as Node | undefined) ?? null
-      curK = lastToken
-      curSrc = src
-    }
+    router.route(keyFn === undefined ? args : [keyFn(...Array.from(args))], make)
   }
 
-  function target(): Container {
-    if (curC === null) {
-      curC = walk(root, curSrc, true) as Node
-      curK = lastToken
-    }
-    return curC
-  }
-
-  const read = (c: Container, k: unknown): unknown => (c === ints ? ints[k as number] : (c as Map<unknown, unknown>).get(k))
+  const read = (c: Container, k: unknown): unknown => (Array.isArray(c) ? c[k as number] : c.get(k))
 
   function write(c: Container, k: unknown, v: unknown): void {
     if (read(c, k) === undefined) count++
-    if (c === ints) ints[k as number] = v
-    else (c as Map<unknown, unknown>).set(k, v)
-    if (c === ints) intsAt[k as number] = Date.now()
-    else {
+    if (Array.isArray(c)) {
+      c[k as number] = v
+      intsAt[k as number] = Date.now()
+    } else {
+      c.set(k, v)
       let times = timesOf.get(c)
       if (times === undefined) timesOf.set(c, (times = new Map()))
       times.set(k, Date.now())
@@ -95,10 +56,12 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     if (v === undefined) return false
     count--
     pending.delete(v)
-    if (c === ints) delete ints[k as number]
-    else if (c !== prim && c !== enc) prune(c as Node, k)
-    else (c as Map<unknown, unknown>).delete(k)
-    if (c !== ints) timesOf.get(c)?.delete(k)
+    if (Array.isArray(c)) delete c[k as number]
+    else {
+      if (router.isTrie(c)) prune(c as Node, k)
+      else c.delete(k)
+      timesOf.get(c)?.delete(k)
+    }
     return true
   }
 
@@ -136,7 +99,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   }
 
   function tooOld(c: Container, k: unknown, maxAge: number): boolean {
-    const t = c === ints ? intsAt[k as number] : timesOf.get(c)?.get(k)
+    const t = Array.isArray(c) ? intsAt[k as number] : timesOf.get(c)?.get(k)
     return t === undefined || Date.now() - t > maxAge
   }
 
@@ -144,8 +107,9 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
     keyFor(args, false)
-    const v = curC === null ? undefined : read(curC, curK)
-    if (v !== undefined && co?.refresh !== true && (co?.maxAge === undefined || !tooOld(curC!, curK, co.maxAge))) {
+    const c = router.container
+    const v = c === null ? undefined : read(c, router.key)
+    if (v !== undefined && co?.refresh !== true && (co?.maxAge === undefined || !tooOld(c!, router.key, co.maxAge))) {
       const p = pending.size === 0 ? undefined : pending.get(v)
       if (p === undefined) {
         stats.hits++
@@ -157,8 +121,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       }
     }
     stats.misses++
-    const c = target()
-    return compute(self, args, c, curK) as ReturnType<F>
+    return compute(self, args, router.target(), router.key) as ReturnType<F>
   }
 
   // The hot path: one number or string argument, no key function.
@@ -168,6 +131,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
           if (arguments.length === 1) {
             if (typeof a === 'number') {
               if (a >>> 0 === a && a < INT_LIMIT && (a !== 0 || 1 / a > 0)) {
+                const ints = router.ints as unknown[]
                 const v = ints[a]
                 if (v !== undefined && pending.size === 0) {
                   stats.hits++
@@ -197,14 +161,11 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
 
   function lookup(args: ArrayLike<unknown>): unknown {
     keyFor(args, false)
-    return curC === null ? undefined : read(curC, curK)
+    return router.container === null ? undefined : read(router.container, router.key)
   }
 
   function clearOwn(): void {
-    ints = []
-    prim.clear()
-    enc.clear()
-    root = new Map()
+    router.reset()
     pending.clear()
     intsAt = []
     timesOf = new WeakMap()
@@ -220,7 +181,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       size: () => count,
       delete(...args) {
         keyFor(args, false)
-        return curC !== null && erase(curC, curK)
+        return router.container !== null && erase(router.container, router.key)
       },
       has: (...args) => lookup(args) !== undefined,
       peek(...args) {
@@ -229,8 +190,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       },
       set(args, value) {
         keyFor(args, true)
-        const c = target()
-        keep(c, curK, value)
+        keep(router.target(), router.key, value)
       },
       clearLocks() {
         for (const [, p] of [...pending]) erase(p.c, p.k)

@@ -1,7 +1,6 @@
 import { closedError } from './errors'
-import { encodeKeyString } from './key'
-import { lastToken, prune, UNSUPPORTED, walk } from './key-trie'
-import type { Node } from './key-trie'
+import { KeyRouter } from './key-router'
+import { prune } from './key-trie'
 import type { ResolvedOptions } from './options'
 import { codecFor, encodePayload } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
@@ -33,9 +32,9 @@ interface Entry {
 }
 
 export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
-  const prim = new Map<unknown, unknown>()
-  const enc = new Map<unknown, unknown>()
-  let root: Node = new Map()
+  const router = new KeyRouter(false)
+  const prim = router.prim
+  let closed = false
   let count = 0
   /** Entries holding a pending promise (cleared by `clearLocks`). */
   const pendingEntries = new Set<Entry>()
@@ -48,41 +47,8 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   let head: Entry | null = null
   let tail: Entry | null = null
   let bytes = 0
-  /** Where the last `keyFor` found the key: a Map and a key in it (`null`: trie path not built yet). */
-  let closed = false
-  let curMap: Map<unknown, unknown> | null = prim
-  let curKey: unknown
-  let curSrc: ArrayLike<unknown> = []
-
   function keyFor(args: ArrayLike<unknown>, make: boolean): void {
-    const src = keyFn === undefined ? args : [keyFn(...Array.from(args))]
-    if (src.length === 1) {
-      const a = src[0]
-      const t = typeof a
-      if (t === 'string' || t === 'boolean' || t === 'undefined' || t === 'bigint' || a === null || (t === 'number' && (a !== 0 || 1 / (a as number) > 0))) {
-        curMap = prim
-        curKey = a
-        return
-      }
-    }
-    const found = walk(root, src, make)
-    if (found === UNSUPPORTED) {
-      curMap = enc
-      curKey = encodeKeyString(src)
-    } else {
-      curMap = (found as Node | undefined) ?? null
-      curKey = lastToken
-      curSrc = src
-    }
-  }
-
-  /** The Map that holds the key found by the last `keyFor`, creating its trie path if needed. */
-  function target(): Map<unknown, unknown> {
-    if (curMap === null) {
-      curMap = walk(root, curSrc, true) as Node
-      curKey = lastToken
-    }
-    return curMap
+    router.route(keyFn === undefined ? args : [keyFn(...Array.from(args))], make)
   }
 
 
@@ -135,7 +101,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const now = Date.now()
     const staleAt = pending ? Infinity : now + ttl
     const e: Entry = {
-      key, value, pending, trie: map !== prim && map !== enc, refreshing: false, created: now, staleAt,
+      key, value, pending, trie: router.isTrie(map), refreshing: false, created: now, staleAt,
       expiresAt: staleAt + grace, size, map, prev: null, next: null,
     }
     map.set(key, e)
@@ -215,7 +181,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
     keyFor(args, false)
-    const e = curMap === null ? undefined : (curMap.get(curKey) as Entry | undefined)
+    const e = router.container === null ? undefined : ((router.container as Map<unknown, unknown>).get(router.key) as Entry | undefined)
     if (e !== undefined && co === undefined && e.staleAt === Infinity && !e.pending) {
       stats.hits++
       if (bounded) touch(e)
@@ -241,12 +207,12 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
           return e.value as ReturnType<F>
         }
         remove(e)
-        if (e.trie) curMap = null // its trie path may be pruned: walk it again to store
+        if (e.trie) router.container = null // its trie path may be pruned: walk it again to store
       }
     }
     stats.misses++
-    const map = target()
-    return compute(self, args, map, curKey) as ReturnType<F>
+    const map = router.target() as Map<unknown, unknown>
+    return compute(self, args, map, router.key) as ReturnType<F>
   }
 
   // The hot path: one string or non-zero number argument, no TTL, no key function.
@@ -268,7 +234,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function lookup(args: ArrayLike<unknown>): Entry | undefined {
     keyFor(args, false)
-    const e = curMap?.get(curKey) as Entry | undefined
+    const e = (router.container as Map<unknown, unknown> | null)?.get(router.key) as Entry | undefined
     if (e === undefined) return undefined
     if (!e.pending && Date.now() >= e.expiresAt) {
       remove(e)
@@ -278,9 +244,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function clearOwn(): void {
-    prim.clear()
-    enc.clear()
-    root = new Map()
+    router.reset()
     pendingEntries.clear()
     head = tail = null
     bytes = 0
@@ -304,8 +268,8 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       peek: (...args) => lookup(args)?.value as ReturnType<F> | undefined,
       set(args, value) {
         keyFor(args, true)
-        const map = target()
-        const key = curKey
+        const map = router.target() as Map<unknown, unknown>
+        const key = router.key
         if (isPromiseLike(value)) {
           const e = store(map, key, value, true)
           if (e !== undefined) value.then((v: unknown) => settle(e, v), () => remove(e))
