@@ -122,6 +122,7 @@ export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Paramete
     },
     with(callOptions: CallOptions) {
       const co = resolveCall(callOptions)
+      if (co.maxAge !== undefined) methods.trackAge?.()
       return function (this: unknown, ...args: Parameters<F>) {
         return call(this, args, co)
       }

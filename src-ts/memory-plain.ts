@@ -27,7 +27,13 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   let count = 0
   /** Pending promises: when each started, and where it is stored. */
   const pending = new Map<unknown, { started: number; c: Container; k: unknown }>()
-  /** Creation times, for `with({ maxAge })`: integer keys in an array, the rest per container. */
+  /**
+   * Creation times for `with({ maxAge })`, recorded once such a view exists (misses stay cheap
+   * until then): integer keys in an array, the rest per container. An entry stored before has
+   * an unknown age, bounded by the time of the first store since the last clear.
+   */
+  let tracking = false
+  let firstWrite = 0
   let intsAt: number[] = []
   let timesOf = new WeakMap<Container, Map<unknown, number>>()
   let closed = false
@@ -40,14 +46,17 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
 
   function write(c: Container, k: unknown, v: unknown): void {
     if (read(c, k) === undefined) count++
+    if (firstWrite === 0) firstWrite = Date.now()
     if (Array.isArray(c)) {
       c[k as number] = v
-      intsAt[k as number] = Date.now()
+      if (tracking) intsAt[k as number] = Date.now()
     } else {
       c.set(k, v)
-      let times = timesOf.get(c)
-      if (times === undefined) timesOf.set(c, (times = new Map()))
-      times.set(k, Date.now())
+      if (tracking) {
+        let times = timesOf.get(c)
+        if (times === undefined) timesOf.set(c, (times = new Map()))
+        times.set(k, Date.now())
+      }
     }
   }
 
@@ -99,8 +108,8 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   }
 
   function tooOld(c: Container, k: unknown, maxAge: number): boolean {
-    const t = Array.isArray(c) ? intsAt[k as number] : timesOf.get(c)?.get(k)
-    return t === undefined || Date.now() - t > maxAge
+    const t = (Array.isArray(c) ? intsAt[k as number] : timesOf.get(c)?.get(k)) ?? firstWrite
+    return Date.now() - t > maxAge
   }
 
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
@@ -169,6 +178,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     pending.clear()
     intsAt = []
     timesOf = new WeakMap()
+    firstWrite = 0
     count = 0
   }
 
@@ -194,6 +204,9 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       },
       clearLocks() {
         for (const [, p] of [...pending]) erase(p.c, p.k)
+      },
+      trackAge() {
+        tracking = true
       },
       flush: () => Promise.resolve(),
       close() {

@@ -61,6 +61,8 @@ export interface Implementation<F extends AnyFn> {
   methods: Omit<MemoizedMethods<F>, 'with' | 'uncached' | 'refresh' | 'dependents' | 'clear' | 'stats'> & {
     clearOwn(): void
     size(): number
+    /** Start recording creation times (a `with({ maxAge })` view exists). */
+    trackAge?(): void
   }
   stats: Omit<Stats, 'size'>
 }
