@@ -30,7 +30,9 @@ test('look-alike arguments get different digests', (t) => {
     ['\uD800', '\uFFFD'],
     [-0, 0],
     [new Date(0), 0],
-    [[, 1], [undefined, 1]], // eslint-disable-line no-sparse-arrays
+    // prettier-ignore
+    // eslint-disable-next-line no-sparse-arrays
+    [[, 1], [undefined, 1]],
     [Buffer.from([1]), new Uint8Array([1])],
     [/a/g, '/a/g'],
   ]

@@ -8,5 +8,7 @@ const [sub, ...rest] = process.argv.slice(2)
 const dashdash = rest.indexOf('--')
 const before = dashdash < 0 ? rest : rest.slice(0, dashdash)
 const after = dashdash < 0 ? [] : rest.slice(dashdash)
-const r = spawnSync('cargo', [sub, '--release', '--workspace', '--target', host, ...before, ...after], { stdio: 'inherit' })
+const r = spawnSync('cargo', [sub, '--release', '--workspace', '--target', host, ...before, ...after], {
+  stdio: 'inherit',
+})
 process.exit(r.status ?? 1)

@@ -48,7 +48,10 @@ export class CachetteError extends Error {
 
 /** The error every call of a closed memoized function throws. */
 export function closedError(namespace: string): CachetteError {
-  return new CachetteError('ERR_CLOSED', `cachette: ${namespace} was closed; create a new memoized function to keep caching`)
+  return new CachetteError(
+    'ERR_CLOSED',
+    `cachette: ${namespace} was closed; create a new memoized function to keep caching`,
+  )
 }
 
 /** Turns an error thrown by the native addon into a {@link CachetteError}, keeping it as `cause`. */

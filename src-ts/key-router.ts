@@ -38,7 +38,14 @@ export class KeyRouter {
         this.key = a
         return
       }
-      if (t === 'string' || t === 'boolean' || t === 'undefined' || t === 'bigint' || a === null || (t === 'number' && exact)) {
+      if (
+        t === 'string' ||
+        t === 'boolean' ||
+        t === 'undefined' ||
+        t === 'bigint' ||
+        a === null ||
+        (t === 'number' && exact)
+      ) {
         this.container = this.prim
         this.key = a
         return

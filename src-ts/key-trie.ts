@@ -118,7 +118,8 @@ function covered(v: unknown, depth: number): boolean {
   }
   const proto = Object.getPrototypeOf(v)
   if (proto !== Object.prototype && proto !== null) return false
-  for (const name of Object.keys(v as object)) if (!covered((v as Record<string, unknown>)[name], depth + 1)) return false
+  for (const name of Object.keys(v as object))
+    if (!covered((v as Record<string, unknown>)[name], depth + 1)) return false
   return true
 }
 

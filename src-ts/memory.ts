@@ -51,7 +51,6 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     router.route(keyFn === undefined ? args : [keyFn(...Array.from(args))], make)
   }
 
-
   function unlink(e: Entry): void {
     if (e.prev === null) head = e.next
     else e.prev.next = e.next
@@ -93,16 +92,33 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   /** Stores `value`; `resolved` is what gets measured (the settled value of a promise). */
-  function store(map: Map<unknown, unknown>, key: unknown, value: unknown, pending: boolean, resolved: unknown = value): Entry | undefined {
+  function store(
+    map: Map<unknown, unknown>,
+    key: unknown,
+    value: unknown,
+    pending: boolean,
+    resolved: unknown = value,
+  ): Entry | undefined {
     const old = map.get(key) as Entry | undefined
     if (old !== undefined) remove(old, true)
     const size = measure && !pending ? sizeOf(resolved) : 0
-    if ((maxValueBytes !== undefined && size > maxValueBytes) || (maxBytes !== undefined && size > maxBytes)) return undefined
+    if ((maxValueBytes !== undefined && size > maxValueBytes) || (maxBytes !== undefined && size > maxBytes))
+      return undefined
     const now = Date.now()
     const staleAt = pending ? Infinity : now + ttl
     const e: Entry = {
-      key, value, pending, trie: router.isTrie(map), refreshing: false, created: now, staleAt,
-      expiresAt: staleAt + grace, size, map, prev: null, next: null,
+      key,
+      value,
+      pending,
+      trie: router.isTrie(map),
+      refreshing: false,
+      created: now,
+      staleAt,
+      expiresAt: staleAt + grace,
+      size,
+      map,
+      prev: null,
+      next: null,
     }
     map.set(key, e)
     if (pending) pendingEntries.add(e)
@@ -110,7 +126,10 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     bytes += size
     if (bounded) {
       pushFront(e)
-      while (tail !== null && ((maxEntries !== undefined && count > maxEntries) || (maxBytes !== undefined && bytes > maxBytes))) {
+      while (
+        tail !== null &&
+        ((maxEntries !== undefined && count > maxEntries) || (maxBytes !== undefined && bytes > maxBytes))
+      ) {
         remove(tail)
       }
     }
@@ -181,7 +200,10 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
     keyFor(args, false)
-    const e = router.container === null ? undefined : ((router.container as Map<unknown, unknown>).get(router.key) as Entry | undefined)
+    const e =
+      router.container === null
+        ? undefined
+        : ((router.container as Map<unknown, unknown>).get(router.key) as Entry | undefined)
     if (e !== undefined && co === undefined && e.staleAt === Infinity && !e.pending) {
       stats.hits++
       if (bounded) touch(e)
@@ -272,7 +294,11 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         const key = router.key
         if (isPromiseLike(value)) {
           const e = store(map, key, value, true)
-          if (e !== undefined) value.then((v: unknown) => settle(e, v), () => remove(e))
+          if (e !== undefined)
+            value.then(
+              (v: unknown) => settle(e, v),
+              () => remove(e),
+            )
         } else store(map, key, value, false)
       },
       clearLocks() {

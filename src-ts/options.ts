@@ -138,8 +138,22 @@ export interface ResolvedOptions {
 }
 
 const KNOWN = new Set([
-  'backend', 'path', 'namespace', 'ttl', 'staleWhileRevalidate', 'lockTimeout', 'maxEntries', 'maxBytes',
-  'maxValueBytes', 'serializer', 'key', 'cacheUndefined', 'dependsOn', 'onBackendError', 'shared', 'durability',
+  'backend',
+  'path',
+  'namespace',
+  'ttl',
+  'staleWhileRevalidate',
+  'lockTimeout',
+  'maxEntries',
+  'maxBytes',
+  'maxValueBytes',
+  'serializer',
+  'key',
+  'cacheUndefined',
+  'dependsOn',
+  'onBackendError',
+  'shared',
+  'durability',
 ])
 
 /**
@@ -158,7 +172,8 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
   if (backend !== 'memory' && backend !== 'disk') {
     throw new TypeError(`backend must be 'memory' or 'disk' (got ${JSON.stringify(backend)})`)
   }
-  if (opts.shared !== undefined && typeof opts.shared !== 'boolean') throw new TypeError('shared must be a boolean if specified')
+  if (opts.shared !== undefined && typeof opts.shared !== 'boolean')
+    throw new TypeError('shared must be a boolean if specified')
   const shared = opts.shared === true
   if (shared && backend !== 'memory') throw new TypeError("shared applies to backend 'memory' only")
   if (opts.namespace !== undefined && (typeof opts.namespace !== 'string' || opts.namespace.length === 0)) {
@@ -182,15 +197,21 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
   let grace = 0
   if (swr === true) grace = Infinity
   else if (swr !== undefined && swr !== false) grace = toMs(swr, 'staleWhileRevalidate')
-  if (grace > 0 && ttl === Infinity) throw new TypeError('staleWhileRevalidate needs a ttl: entries without one never go stale')
+  if (grace > 0 && ttl === Infinity)
+    throw new TypeError('staleWhileRevalidate needs a ttl: entries without one never go stale')
   const serializer = opts.serializer ?? 'msgpack'
   if (
     !['msgpack', 'v8', 'json'].includes(serializer as string) &&
-    !(typeof serializer === 'object' && typeof serializer.encode === 'function' && typeof serializer.decode === 'function')
+    !(
+      typeof serializer === 'object' &&
+      typeof serializer.encode === 'function' &&
+      typeof serializer.decode === 'function'
+    )
   ) {
     throw new TypeError("serializer must be 'msgpack', 'v8', 'json' or an object with encode and decode functions")
   }
-  if (opts.key !== undefined && typeof opts.key !== 'function') throw new TypeError('key must be a function if specified')
+  if (opts.key !== undefined && typeof opts.key !== 'function')
+    throw new TypeError('key must be a function if specified')
   if (opts.cacheUndefined !== undefined && typeof opts.cacheUndefined !== 'boolean') {
     throw new TypeError('cacheUndefined must be a boolean if specified')
   }

@@ -60,7 +60,8 @@ export function assertPlainData(value: unknown, path = 'result', seen = new Set<
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) assertPlainData(value[i], `${path}[${i}]`, seen)
   } else if (proto === Object.prototype || proto === null) {
-    for (const k of Object.keys(value as object)) assertPlainData((value as Record<string, unknown>)[k], `${path}.${k}`, seen)
+    for (const k of Object.keys(value as object))
+      assertPlainData((value as Record<string, unknown>)[k], `${path}.${k}`, seen)
   } else if (types.isMap(value)) {
     for (const [k, v] of value as Map<unknown, unknown>) {
       assertPlainData(k, `${path} key`, seen)
@@ -68,9 +69,13 @@ export function assertPlainData(value: unknown, path = 'result', seen = new Set<
     }
   } else if (types.isSet(value)) {
     for (const v of value as Set<unknown>) assertPlainData(v, `${path} member`, seen)
-  } else if (
-    !(types.isDate(value) || types.isRegExp(value) || types.isNativeError(value) || ArrayBuffer.isView(value) || types.isAnyArrayBuffer(value))
-  ) {
+  } else if (!(
+    types.isDate(value) ||
+    types.isRegExp(value) ||
+    types.isNativeError(value) ||
+    ArrayBuffer.isView(value) ||
+    types.isAnyArrayBuffer(value)
+  )) {
     const name = (proto as { constructor?: { name?: string } })?.constructor?.name || 'anonymous class'
     throw new TypeError(`${path} is an instance of ${name}, which would be stored without its class; pass a serializer`)
   }

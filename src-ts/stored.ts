@@ -4,7 +4,15 @@ import { encodeKey } from './key'
 import { IO_BYTES, IO_CREATED, IO_FRESHNESS, openDisk, openShared, OWNER } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
 import type { ResolvedOptions } from './options'
-import { codecFor, decodeError, decodePayload, encodeError, encodePayload, payloadWasPromise, UNREADABLE } from './serializer'
+import {
+  codecFor,
+  decodeError,
+  decodePayload,
+  encodeError,
+  encodePayload,
+  payloadWasPromise,
+  UNREADABLE,
+} from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
 import { isPromiseLike, warnOnce } from './types'
 
@@ -122,7 +130,11 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         payload = encodePayload(codec, value, wasPromise)
       } catch (e) {
         stats.errors++
-        const err = new CachetteError('ERR_UNSERIALIZABLE_RESULT', `cachette: ${o.namespace}: a result could not be encoded and was not cached: ${(e as Error)?.message ?? e}`, { cause: e })
+        const err = new CachetteError(
+          'ERR_UNSERIALIZABLE_RESULT',
+          `cachette: ${o.namespace}: a result could not be encoded and was not cached: ${(e as Error)?.message ?? e}`,
+          { cause: e },
+        )
         if (locked) s.release(buf, OWNER, null)
         if (onBackendError === 'throw') throw err
         warnOnce(err.message)
@@ -216,7 +228,13 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     return v
   }
 
-  function computeAsync(self: unknown, args: ArrayLike<unknown>, hex: string, buf: Buffer, force: boolean): Promise<unknown> {
+  function computeAsync(
+    self: unknown,
+    args: ArrayLike<unknown>,
+    hex: string,
+    buf: Buffer,
+    force: boolean,
+  ): Promise<unknown> {
     const gen = generation
     const p = (async () => {
       const lr = (await store!.lockAsync(buf, OWNER, lockTimeout)) as LockResult | Failure
@@ -285,7 +303,12 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       backendFailure(e)
       return fn.apply(self, args as unknown[])
     }
-    if (r !== MISS && co !== undefined && co.maxAge !== undefined && Date.now() - io.readDoubleLE(IO_CREATED) > co.maxAge) {
+    if (
+      r !== MISS &&
+      co !== undefined &&
+      co.maxAge !== undefined &&
+      Date.now() - io.readDoubleLE(IO_CREATED) > co.maxAge
+    ) {
       // Too old for this call: compute anew and overwrite.
       r = MISS
       force = true
@@ -387,7 +410,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (buf === undefined) return
         if (isPromiseLike(value)) {
           const copy = Buffer.from(buf)
-          value.then((v: unknown) => put(copy, v, true, false), () => undefined)
+          value.then(
+            (v: unknown) => put(copy, v, true, false),
+            () => undefined,
+          )
         } else put(buf, value, false, false)
       },
       clearLocks() {

@@ -74,7 +74,11 @@ export interface ResolvedCallOptions {
 }
 
 export function isPromiseLike(x: unknown): x is PromiseLike<unknown> {
-  return x !== null && (typeof x === 'object' || typeof x === 'function') && typeof (x as PromiseLike<unknown>).then === 'function'
+  return (
+    x !== null &&
+    (typeof x === 'object' || typeof x === 'function') &&
+    typeof (x as PromiseLike<unknown>).then === 'function'
+  )
 }
 
 /** Emits one process warning per distinct message per process. */
