@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::hash::BuildHasherDefault;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,6 +119,25 @@ pub enum Role {
 
 type StoreKey = [u8; 8 + STORE_KEY_LEN];
 
+/// Hashes a store key by 8 bytes of its digest part: digests are uniform already, so SipHash
+/// would only add cost to every read and write of the pending map.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+  fn finish(&self) -> u64 {
+    self.0
+  }
+  fn write(&mut self, bytes: &[u8]) {
+    // A store key is hashed as its 24 bytes; take 8 of the digest part.
+    let mut b = [0u8; 8];
+    let from = bytes.len().saturating_sub(16).min(bytes.len());
+    let take = &bytes[from..bytes.len().min(from + 8)];
+    b[..take.len()].copy_from_slice(take);
+    self.0 ^= u64::from_le_bytes(b);
+  }
+}
+
 fn store_key(ns: [u8; 8], digest: &Digest) -> StoreKey {
   let mut k = [0u8; 8 + STORE_KEY_LEN];
   k[..8].copy_from_slice(&ns);
@@ -177,7 +197,7 @@ struct Inner {
   path: PathBuf,
   conn: RwLock<Option<Conn>>,
   electing: Mutex<()>,
-  pending: Mutex<HashMap<StoreKey, Pending>>,
+  pending: Mutex<HashMap<StoreKey, Pending, BuildHasherDefault<DigestHasher>>>,
   progress: Mutex<Progress>,
   progressed: Condvar,
   queue: JobQueue,
@@ -387,7 +407,7 @@ impl DiskStore {
       path,
       conn: RwLock::new(None),
       electing: Mutex::new(()),
-      pending: Mutex::new(HashMap::new()),
+      pending: Mutex::new(HashMap::default()),
       progress: Mutex::new(Progress::default()),
       progressed: Condvar::new(),
       queue: JobQueue::default(),
@@ -959,14 +979,14 @@ impl Store for DiskStore {
     owner: OwnerId,
   ) -> CoreResult<()> {
     let sealed: Arc<[u8]> = envelope::seal(digest, times, payload).into();
-    let r = self
-      .inner
-      .enqueue_write(store_key(ns, digest), Some(sealed), Some(*digest));
-    if r.is_err() {
+    // The owner serves its queued writes to the other processes, so they may take the lock at
+    // once; a guest's write must reach the owner first, so the writer releases its lock after.
+    let owner_role = matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));
+    let deferred = (!owner_role).then_some(*digest);
+    let r = self.inner.enqueue_write(store_key(ns, digest), Some(sealed), deferred);
+    if owner_role || r.is_err() {
       self.inner.locks.unlock(digest);
     }
-    // The value is readable in this process now; other processes get the byte-range lock
-    // only after the writer applied it.
     settle_local(&self.inner.flights, digest, owner, None);
     r
   }
