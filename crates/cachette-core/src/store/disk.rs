@@ -1079,6 +1079,36 @@ mod tests {
   }
 
   #[test]
+  fn compaction_reclaims_expired_entries_and_keeps_live_ones() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    let now = SystemClock.now_ms();
+    s.put(
+      NS,
+      &digest(1),
+      b"gone",
+      Times {
+        created_ms: now - 10,
+        stale_at_ms: now - 5,
+        expires_ms: now - 1,
+      },
+    )
+    .unwrap();
+    s.put(NS, &digest(2), b"kept", Times::forever(now)).unwrap();
+    s.flush(false).unwrap();
+    let Some(Conn::Owner { db, .. }) = &*s.inner.conn.read() else {
+      panic!("not the owner")
+    };
+    db.flush().unwrap();
+    db.compact_range::<&[u8], &[u8]>(None, None);
+    assert!(
+      db.get(store_key(NS, &digest(1))).unwrap().is_none(),
+      "the expired entry survived compaction"
+    );
+    assert!(db.get(store_key(NS, &digest(2))).unwrap().is_some());
+  }
+
+  #[test]
   fn clear_removes_one_namespace_only() {
     let dir = crate::test_dir::TempDir::new();
     let s = DiskStore::open(dir.path()).unwrap();
@@ -1110,6 +1140,30 @@ mod tests {
       .unwrap();
     assert!(s.get(NS, &digest(4)).unwrap().is_none());
     assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"good");
+  }
+
+  #[test]
+  fn a_damaged_database_is_set_aside_and_a_fresh_one_opens() {
+    let dir = crate::test_dir::TempDir::new();
+    {
+      let s = DiskStore::open(dir.path()).unwrap();
+      s.put(NS, &digest(1), b"v", Times::forever(1)).unwrap();
+      s.flush(true).unwrap();
+      s.close();
+    }
+    // Damage RocksDB's CURRENT file, as a torn write or a disk error could.
+    fs::write(dir.path().join("CURRENT"), b"\x00garbage").unwrap();
+    let s = DiskStore::open(dir.path()).unwrap();
+    assert_eq!(s.role(), Role::Owner);
+    assert!(s.get(NS, &digest(1)).unwrap().is_none(), "a fresh cache starts empty");
+    s.put(NS, &digest(2), b"w", Times::forever(1)).unwrap();
+    assert_eq!(s.get(NS, &digest(2)).unwrap().unwrap().payload, b"w");
+    let aside = fs::read_dir(dir.path())
+      .unwrap()
+      .flatten()
+      .filter(|e| e.file_name().to_string_lossy().starts_with(".corrupt-"))
+      .count();
+    assert_eq!(aside, 1, "the damaged files were kept aside");
   }
 
   #[test]
