@@ -156,7 +156,10 @@ pub struct NativeStore {
 
 impl NativeStore {
   fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
-    open_stores().lock().push(Arc::downgrade(&store));
+    let mut stores = open_stores().lock();
+    stores.retain(|w| w.strong_count() > 0);
+    stores.push(Arc::downgrade(&store));
+    drop(stores);
     let keyspace = Keyspace::new(namespace);
     let ns = keyspace.id();
     NativeStore {
