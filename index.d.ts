@@ -56,8 +56,6 @@ export declare class NativeStore {
   role(): string
   /** Writes that could not be applied (dropped) since the directory was opened. */
   writeErrors(): number
-  /** Releases every calculation lock `owner` (this thread) holds in this store. */
-  releaseOwner(owner: number): void
   /** Drops this handle; the store closes when its last handle is gone. */
   close(): void
 }

@@ -222,8 +222,8 @@ function object(o: object, depth: number): void {
       u8(T_REGEXP)
       str((o as RegExp).source)
       str((o as RegExp).flags)
-    } else if (types.isPromise(o) || types.isWeakMap(o) || types.isWeakSet(o) || types.isProxy(o)) {
-      throw unkeyable(here(), `a ${types.isPromise(o) ? 'Promise' : 'WeakMap, WeakSet or Proxy'} has no value identity`)
+    } else if (types.isPromise(o) || types.isWeakMap(o) || types.isWeakSet(o)) {
+      throw unkeyable(here(), `a ${types.isPromise(o) ? 'Promise' : 'WeakMap or WeakSet'} has no value identity`)
     } else {
       const name = (proto as { constructor?: { name?: string } })?.constructor?.name || 'anonymous class'
       throw unkeyable(here(), `an instance of ${name} is not a plain value`)

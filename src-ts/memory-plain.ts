@@ -80,14 +80,13 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       write(c, k, r)
       pending.set(r, { started: Date.now(), c, k })
       r.then(
+        // After a clear() the promise is no longer pending here: its old slot must not be touched.
         (v) => {
-          pending.delete(r)
-          if (v == null && !cacheUndefined && read(c, k) === r) erase(c, k)
+          if (pending.delete(r) && v == null && !cacheUndefined && read(c, k) === r) erase(c, k)
         },
         () => {
-          pending.delete(r)
           stats.errors++
-          if (read(c, k) === r) erase(c, k)
+          if (pending.delete(r) && read(c, k) === r) erase(c, k)
         },
       )
     } else if (r != null || cacheUndefined) write(c, k, r === undefined ? UNDEF : r)

@@ -20,6 +20,8 @@ interface Entry {
   pending: boolean
   /** Lives in the key trie (its Map is a trie node, pruned when it empties). */
   trie: boolean
+  /** The cache generation it belongs to: `clear()` starts a new one. */
+  epoch: number
   /** A background refresh is running. */
   refreshing: boolean
   created: number
@@ -35,6 +37,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   const router = new KeyRouter(false)
   const prim = router.prim
   let closed = false
+  let epoch = 0
   let count = 0
   /** Entries holding a pending promise (cleared by `clearLocks`). */
   const pendingEntries = new Set<Entry>()
@@ -72,9 +75,12 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (tail === null) tail = e
   }
 
+  /** Whether `e` is still the stored entry of its key (not replaced, removed or cleared). */
+  const live = (e: Entry): boolean => e.epoch === epoch && e.map.get(e.key) === e
+
   /** Removes an entry; `keepPath` keeps its trie path for an entry about to replace it. */
   function remove(e: Entry, keepPath = false): void {
-    if (e.map.get(e.key) !== e) return
+    if (!live(e)) return
     if (e.trie && !keepPath) prune(e.map, e.key)
     else e.map.delete(e.key)
     if (e.pending) pendingEntries.delete(e)
@@ -111,6 +117,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       value,
       pending,
       trie: router.isTrie(map),
+      epoch,
       refreshing: false,
       created: now,
       staleAt,
@@ -137,7 +144,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function settle(e: Entry, value: unknown): void {
-    if (e.map.get(e.key) !== e) return
+    if (!live(e)) return
     if (value == null && !cacheUndefined) return remove(e)
     // Re-store to stamp times and size now that the value is known.
     store(e.map, e.key, e.value, false, value)
@@ -181,14 +188,19 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (isPromiseLike(r)) {
           r.then(
             (v) => {
-              if (e.map.get(e.key) === e) store(e.map, e.key, r, false, v)
+              if (!live(e)) return
+              if (v == null && !cacheUndefined) remove(e)
+              else store(e.map, e.key, r, false, v)
             },
             () => {
               stats.errors++
               e.refreshing = false
             },
           )
-        } else if (e.map.get(e.key) === e) store(e.map, e.key, r, false)
+        } else if (live(e)) {
+          if (r == null && !cacheUndefined) remove(e)
+          else store(e.map, e.key, r, false)
+        }
       } catch {
         stats.errors++
         e.refreshing = false
@@ -266,6 +278,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   }
 
   function clearOwn(): void {
+    epoch++
     router.reset()
     pendingEntries.clear()
     head = tail = null

@@ -49,6 +49,13 @@ const CLAIM_ACQUIRED = -1
 const CLAIM_SETTLED = -3
 const CLAIM_FAILED = -4
 
+/**
+ * Keys this thread computes synchronously right now, for every memoized function (a digest
+ * includes the namespace, so functions sharing one meet here): a nested call of such a key
+ * computes without the lock, since waiting would block the thread on itself.
+ */
+const computing = new Set<string>()
+
 const LOCK_ACQUIRED = 0
 const LOCK_SETTLED = 1
 
@@ -63,12 +70,25 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   const io = Buffer.alloc(IO_BYTES)
   /** Async computations of this thread, by key digest: callers share them. */
   const inflight = new Map<string, Promise<unknown>>()
-  /** Keys this thread computes synchronously right now (re-entrant calls skip the lock). */
-  const computing = new Set<string>()
   /** Keys of sync functions being refreshed in the background (staleWhileRevalidate). */
   const refreshing = new Set<string>()
   /** Bumped by clearLocks(): computations started before it no longer own their lock. */
   let generation = 0
+  /** Locks this function holds now, by key digest: released by clearLocks() and close(). */
+  const held = new Map<string, Buffer>()
+
+  /** Releases every lock this function holds; computations in progress keep running unlocked. */
+  function releaseHeld(): void {
+    generation++
+    for (const buf of held.values()) {
+      try {
+        store?.release(buf, OWNER, null)
+      } catch (e) {
+        backendFailure(e)
+      }
+    }
+    held.clear()
+  }
   let asyncFn = types.isAsyncFunction(fn)
   let closed = false
   let store: NativeStore | null = null
@@ -123,7 +143,9 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   /** Stores `value` and releases the lock held on `buf`'s key (`locked`), or just stores it. */
   function put(buf: Buffer, value: unknown, wasPromise: boolean, locked: boolean): void {
-    const s = store!
+    const s = store
+    if (s === null) return // closed meanwhile: close() released the lock
+    if (locked) held.delete(buf.toString('hex', 0, 32))
     let payload: Buffer | undefined
     if (value != null || cacheUndefined) {
       try {
@@ -159,8 +181,9 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function fail(buf: Buffer, err: unknown): never {
     stats.errors++
+    held.delete(buf.toString('hex', 0, 32))
     try {
-      store!.release(buf, OWNER, encodeError(err) ?? null)
+      store?.release(buf, OWNER, encodeError(err) ?? null)
     } catch {
       // The store is gone; nothing to release.
     }
@@ -200,12 +223,14 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     computing.add(hex)
     // The function may call this memoized function again (recursion), which reuses `io`.
     const buf = Buffer.from(io)
+    const gen = generation
+    if (locked) held.set(hex, buf)
     let v: unknown
     try {
       v = fn.apply(self, args as unknown[])
     } catch (err) {
       computing.delete(hex)
-      if (locked) fail(buf, err)
+      if (locked && gen === generation) fail(buf, err)
       stats.errors++
       throw err
     } finally {
@@ -216,15 +241,15 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       asyncFn = true
       const p = Promise.resolve(v).then(
         (x) => {
-          put(buf, x, true, locked)
+          put(buf, x, true, locked && gen === generation)
           return x
         },
-        (err) => (locked ? fail(buf, err) : Promise.reject(err)),
+        (err) => (locked && gen === generation ? fail(buf, err) : Promise.reject(err)),
       )
       track(hex, p)
       return p
     }
-    put(buf, v, false, locked)
+    put(buf, v, false, locked && gen === generation)
     return v
   }
 
@@ -258,9 +283,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       let locked = lr.state === LOCK_ACQUIRED
       if (locked && gen !== generation) {
         // clearLocks() ran while this caller waited: it computes, but holds no lock.
-        store!.release(buf, OWNER, null)
+        store?.release(buf, OWNER, null)
         locked = false
       }
+      if (locked) held.set(hex, buf)
       stats.computations++
       let v: unknown
       try {
@@ -417,14 +443,8 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         } else put(buf, value, false, false)
       },
       clearLocks() {
-        generation++
+        releaseHeld()
         inflight.clear()
-        computing.clear()
-        try {
-          store?.releaseOwner(OWNER)
-        } catch (e) {
-          backendFailure(e)
-        }
       },
       async flush() {
         const f = (await store?.flush(o.durability === 'sync')) as Failure | null | undefined
@@ -437,6 +457,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
           if (f) throw fromNative(f)
         } finally {
           closed = true
+          releaseHeld()
           if (store !== null) openStores.delete(store)
           store?.close()
           store = null

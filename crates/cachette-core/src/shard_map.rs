@@ -29,8 +29,9 @@ pub struct Found {
 }
 
 const NIL: usize = usize::MAX;
-/// Bytes counted per entry on top of its value (key, times, links).
-const ENTRY_OVERHEAD: usize = 96;
+/// Bytes counted per entry on top of its value: none, so `maxBytes` bounds the encoded values
+/// themselves, as the option promises (keys, times and links are not counted).
+const ENTRY_OVERHEAD: usize = 0;
 
 struct Node {
   key: Digest,

@@ -396,13 +396,6 @@ impl NativeStore {
     self.disk.as_ref().map_or(0.0, |d| d.write_errors() as f64)
   }
 
-  /// Releases every calculation lock `owner` (this thread) holds in this store.
-  #[napi]
-  pub fn release_owner(&self, owner: u32) -> Result<()> {
-    self.store()?.release_owner(u64::from(owner));
-    Ok(())
-  }
-
   /// Drops this handle; the store closes when its last handle is gone.
   #[napi]
   pub fn close(&mut self) {

@@ -43,6 +43,8 @@ use crate::single_flight::{OwnerId, SingleFlight};
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A batch smaller than this waits [`LINGER`] for more entries before it is applied.
 const MAX_BATCH: usize = 4096;
+/// Most bytes of operations a guest sends in one request (frames are limited to `ipc::MAX_FRAME`).
+const GUEST_CHUNK: usize = 32 << 20;
 /// How long the writer waits after waking for more writes to join its batch.
 const LINGER: Duration = Duration::from_micros(500);
 
@@ -314,6 +316,7 @@ const OWNER_LOCK: i64 = 1 << 62;
 fn guest(dir: &Path) -> Option<Conn> {
   let stream = UnixStream::connect(socket_path(dir)).ok()?;
   let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+  let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
   Some(Conn::Guest {
     stream: Mutex::new(stream),
   })
@@ -496,6 +499,37 @@ impl Inner {
     Ok(())
   }
 
+  /// Queues a guest's operations behind this owner's own, then waits until they are applied.
+  fn apply_for_guest(&self, ops: Vec<WriteOp>, sync: bool) -> CoreResult<()> {
+    let bad_key = || CoreError::io("malformed key from a guest");
+    for op in ops {
+      match op {
+        WriteOp::Put(k, v) => {
+          self.enqueue_write(k.as_slice().try_into().map_err(|_| bad_key())?, Some(v.into()), None)?
+        }
+        WriteOp::Delete(k) => self.enqueue_write(k.as_slice().try_into().map_err(|_| bad_key())?, None, None)?,
+        WriteOp::DeleteRange(from, to) => {
+          self
+            .pending
+            .lock()
+            .retain(|k, _| !(k[..] >= from[..] && k[..] < to[..]));
+          self.send(|seq| Job::Range {
+            seq,
+            from,
+            to,
+            sync: false,
+          })?;
+        }
+      }
+    }
+    let target = if sync {
+      self.send(|seq| Job::Sync { seq })?
+    } else {
+      self.progress.lock().queued
+    };
+    self.wait_done(target)
+  }
+
   fn wait_done(&self, target: u64) -> CoreResult<()> {
     let mut p = self.progress.lock();
     let failed_before = p.last_failed;
@@ -596,13 +630,31 @@ impl Inner {
     self.with_conn(|conn| match conn {
       Conn::Owner { db, .. } => apply_local(db, ops, sync),
       Conn::Guest { stream } => {
-        let resp = request(stream, &ipc::encode_write(ops, sync))?;
-        match resp.first() {
-          Some(&ipc::ST_OK) => Ok(()),
-          _ => Err(CoreError::io(String::from_utf8_lossy(
-            resp.get(1..).unwrap_or_default(),
-          ))),
+        // One request per chunk of at most GUEST_CHUNK bytes, so no frame exceeds the limit.
+        let mut chunks = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, op) in ops.iter().enumerate() {
+          let size = match op {
+            WriteOp::Put(k, v) | WriteOp::DeleteRange(k, v) => k.len() + v.len(),
+            WriteOp::Delete(k) => k.len(),
+          } + 16;
+          if bytes + size > GUEST_CHUNK && i > start {
+            chunks.push(&ops[start..i]);
+            (start, bytes) = (i, 0);
+          }
+          bytes += size;
         }
+        chunks.push(&ops[start..]);
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+          let resp = request(stream, &ipc::encode_write(chunk, sync && i == last))?;
+          if resp.first() != Some(&ipc::ST_OK) {
+            return Err(CoreError::io(String::from_utf8_lossy(
+              resp.get(1..).unwrap_or_default(),
+            )));
+          }
+        }
+        Ok(())
       }
     })
   }
@@ -811,6 +863,9 @@ fn serve(inner: Weak<Inner>, db: Weak<DB>, mut stream: UnixStream) {
       break;
     }
   }
+  // A malformed or oversized frame ends the conversation: close it so the guest sees it at
+  // once (the owner keeps a clone of every stream for its own shutdown).
+  let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
@@ -838,7 +893,12 @@ fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
     }
     ipc::OP_WRITE => {
       let (ops, sync) = ipc::decode_write(&mut c)?;
-      apply_local(db, &ops, sync)?;
+      match inner.upgrade() {
+        // Through the owner's own queue, so a guest's writes and clears are ordered with the
+        // owner's queued writes (a clear is never undone by an older queued put).
+        Some(inner) => inner.apply_for_guest(ops, sync)?,
+        None => apply_local(db, &ops, sync)?,
+      }
       Ok(vec![ipc::ST_OK])
     }
     ipc::OP_COUNT => {
