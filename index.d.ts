@@ -54,8 +54,6 @@ export declare class NativeStore {
   flushSync(sync: boolean): void
   /** `'owner'` or `'guest'` for a disk store, `'memory'` otherwise. */
   role(): string
-  /** Writes that could not be applied (dropped) since the directory was opened. */
-  writeErrors(): number
   /** Drops this handle; the store closes when its last handle is gone. */
   close(): void
 }

@@ -153,15 +153,6 @@ impl ShardMap {
     })
   }
 
-  /// True if `key` holds an unexpired entry; does not touch the LRU order.
-  pub fn contains(&self, key: &Digest) -> bool {
-    let now = self.clock.now_ms();
-    let s = self.shard(key).lock();
-    s.index
-      .get(key)
-      .is_some_and(|&i| s.nodes[i].times.freshness(now) != Freshness::Expired)
-  }
-
   /// Stores `value` under `key`, then evicts least recently used entries while over bounds.
   /// A value larger than the whole byte bound is not stored; returns whether it was.
   pub fn insert(&self, key: Digest, value: Arc<[u8]>, times: Times) -> bool {

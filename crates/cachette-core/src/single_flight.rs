@@ -82,11 +82,6 @@ impl<V: Clone> Flight<V> {
     }
   }
 
-  /// True once the flight has an answer or was abandoned.
-  pub fn is_settled(&self) -> bool {
-    !matches!(*self.state.lock(), State::Running { .. })
-  }
-
   fn settle(&self, to: State<V>) {
     *self.state.lock() = to;
     self.done.notify_all();

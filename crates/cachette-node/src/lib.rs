@@ -390,12 +390,6 @@ impl NativeStore {
     }
   }
 
-  /// Writes that could not be applied (dropped) since the directory was opened.
-  #[napi]
-  pub fn write_errors(&self) -> f64 {
-    self.disk.as_ref().map_or(0.0, |d| d.write_errors() as f64)
-  }
-
   /// Drops this handle; the store closes when its last handle is gone.
   #[napi]
   pub fn close(&mut self) {

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::{claim_local, settle_local, Entry, LockOutcome, Store};
 use crate::clock::Clock;
-use crate::envelope::{Freshness, Times};
+use crate::envelope::Times;
 use crate::error::CoreResult;
 use crate::key::Digest;
 use crate::shard_map::{Bounds, ShardMap};
@@ -40,11 +40,6 @@ impl SharedMemory {
     });
     r.insert(namespace.to_owned(), Arc::downgrade(&s));
     s
-  }
-
-  /// Bytes held by the entries.
-  pub fn bytes(&self) -> usize {
-    self.map.bytes()
   }
 }
 
@@ -111,13 +106,6 @@ impl Store for SharedMemory {
 
   fn release_owner(&self, owner: OwnerId) {
     self.flights.abandon_owner(owner);
-  }
-}
-
-impl SharedMemory {
-  /// Freshness-aware read used by tests and the binding.
-  pub fn peek_freshness(&self, digest: &Digest) -> Option<Freshness> {
-    self.map.get(digest).map(|f| f.freshness)
   }
 }
 
