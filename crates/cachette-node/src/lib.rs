@@ -75,10 +75,8 @@ fn times(stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Times {
 }
 
 fn now_ms() -> u64 {
-  std::time::SystemTime::now()
-    .duration_since(std::time::UNIX_EPOCH)
-    .map(|d| d.as_millis() as u64)
-    .unwrap_or(0)
+  use cachette_core::clock::{Clock, SystemClock};
+  SystemClock.now_ms()
 }
 
 /// Records what a read found in `io` and copies the payload into `scratch` when it fits.
