@@ -9,6 +9,37 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** One namespace on a Redis server or cluster, or an SQL database. */
+export declare class NativeRemote {
+  /** Hashes an encoded argument list into `io` (the digest fills bytes 0–31). */
+  hash(key: Uint8Array, io: Buffer): void
+  /** Reads the entry of the digest in `io`: `null` when absent. */
+  get(io: Uint8Array): Promise<Found | null | Failure>
+  /** The miss path: the entry, or the key's lease, or the error of the computation waited for. */
+  acquire(io: Uint8Array, leaseMs: number, timeoutMs: number, force: boolean): Promise<Acquire | Failure>
+  /** Stores the computed payload if the lease still owns the key; resolves whether it did. */
+  commit(lease: number, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): Promise<boolean | Failure>
+  /** Releases the lease without a value; `error` (serialized) reaches the callers waiting for it. */
+  abort(lease: number, error: Buffer | undefined | null, leaseMs: number): Promise<null | Failure>
+  /** Stores a payload without a lease. */
+  put(io: Uint8Array, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): Promise<null | Failure>
+  /** Removes the entry (and lease) of the digest in `io`; resolves whether an entry was there. */
+  delete(io: Uint8Array): Promise<boolean | Failure>
+  /** Removes every entry and lease of the namespace. */
+  clear(): Promise<null | Failure>
+  /** Removes every lease of the namespace; resolves how many there were. */
+  clearLocks(): Promise<number | Failure>
+  /** Entries of the namespace that have not expired. */
+  size(): Promise<number | Failure>
+  /** Resolves once the server answers. */
+  ping(): Promise<null | Failure>
+  /**
+   * Closes this handle: leases still held are released (their callers' commits are refused),
+   * and the server's connections close once no namespace uses them.
+   */
+  close(): void
+}
+
 /** A store opened for one namespace. */
 export declare class NativeStore {
   /** Hashes the canonical key bytes into `io`'s digest. */
@@ -58,10 +89,31 @@ export declare class NativeStore {
   close(): void
 }
 
+/** What `acquire` found. */
+export interface Acquire {
+  /**
+   * 0: a value (`payload`); 1: the caller holds the lease (`lease`); 2: the computation waited
+   * for failed (`error`); 3: `lockTimeout` passed.
+   */
+  state: number
+  payload?: Buffer
+  fresh?: boolean
+  created?: number
+  lease?: number
+  error?: Buffer
+}
+
 /** Outcome of an asynchronous operation: `null` on success, else a code and a message. */
 export interface Failure {
   code: string
   message: string
+}
+
+/** An entry read by `get`. */
+export interface Found {
+  payload: Buffer
+  fresh: boolean
+  created: number
 }
 
 /** Bytes the JS side allocates for `io`. */
@@ -77,6 +129,12 @@ export interface LockResult {
 
 /** Opens the disk cache directory `path` for `namespace`. */
 export declare function openDisk(path: string, namespace: string): NativeStore
+
+/**
+ * Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
+ * key prefix or the SQL table. Nothing is contacted until the first operation.
+ */
+export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: string): NativeRemote
 
 /** Opens the process-wide memory store of `namespace` (shared by all worker threads). */
 export declare function openShared(namespace: string, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore

@@ -835,8 +835,10 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeRemote = nativeBinding.NativeRemote
 module.exports.NativeStore = nativeBinding.NativeStore
 module.exports.IO_BYTES = nativeBinding.IO_BYTES
 module.exports.openDisk = nativeBinding.openDisk
+module.exports.openRemote = nativeBinding.openRemote
 module.exports.openShared = nativeBinding.openShared
 module.exports.registerOwner = nativeBinding.registerOwner

@@ -1,5 +1,6 @@
 import { tempDir } from './helpers/env'
-import { backends, storeSuite } from './helpers/store-suite'
+import { backends, remoteBackends, storeSuite } from './helpers/store-suite'
 
-// ONE behavioural suite, run against every backend of this version.
-for (const backend of backends(tempDir('store-suite'))) storeSuite(backend)
+// ONE behavioural suite, run against every backend of this version, local and remote.
+const dir = tempDir('store-suite')
+for (const backend of [...backends(dir), ...remoteBackends(dir)]) storeSuite(backend)

@@ -8,6 +8,7 @@ import { MISS_ROUNDS, ROUNDS, sinkValue } from './harness.mjs'
 import { objectHit, primitiveHit } from './memory.mjs'
 import { missStore } from './miss.mjs'
 import { machine, render, summary } from './report.mjs'
+import { pgScenario, redisScenarios } from './remote.mjs'
 import { scaling } from './scaling.mjs'
 
 const PEERS = [
@@ -21,6 +22,8 @@ const PEERS = [
   'better-sqlite3',
   'cacache',
   'msgpackr',
+  'ioredis',
+  'pg',
 ]
 const version = (p) =>
   JSON.parse(readFileSync(new URL(`../node_modules/${p}/package.json`, import.meta.url), 'utf8')).version
@@ -61,6 +64,14 @@ if (want(6) || want(7)) {
     await stores.close()
   }
 }
+
+if (want(8) || want(9)) {
+  for (const s of await redisScenarios()) {
+    results.push(s)
+    console.log(render(s) + '\n')
+  }
+}
+await step(10, pgScenario)
 
 const tail = `${summary(results)}\n\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s (sink ${sinkValue() > 0 ? 'ok' : '?'})`
 console.log(tail)

@@ -7,6 +7,7 @@
  * | `ERR_UNSERIALIZABLE_RESULT` | a result cannot be encoded (only with `onBackendError: 'throw'`; otherwise it is returned uncached) |
  * | `ERR_LOCK_TIMEOUT` | waited `lockTimeout` for another caller (only where a timeout cannot fall back to computing) |
  * | `ERR_BACKEND_UNAVAILABLE` | the store cannot be opened or reached (only with `onBackendError: 'throw'`) |
+ * | `ERR_INVALID_OPTION` | a store option the core refused (raised as a `TypeError` by `memoize()`) |
  * | `ERR_BACKEND_IO` | a read or write inside an open store failed (only with `onBackendError: 'throw'`) |
  * | `ERR_STORE_LOCKED` | another process owns the disk directory and did not answer within 10 s |
  * | `ERR_CLOSED` | the memoized function or cache was closed |
@@ -18,6 +19,7 @@ export const errorCodes = {
   ERR_LOCK_TIMEOUT: 'ERR_LOCK_TIMEOUT',
   ERR_BACKEND_UNAVAILABLE: 'ERR_BACKEND_UNAVAILABLE',
   ERR_BACKEND_IO: 'ERR_BACKEND_IO',
+  ERR_INVALID_OPTION: 'ERR_INVALID_OPTION',
   ERR_STORE_LOCKED: 'ERR_STORE_LOCKED',
   ERR_CLOSED: 'ERR_CLOSED',
   ERR_COMPUTATION_FAILED: 'ERR_COMPUTATION_FAILED',

@@ -2,8 +2,10 @@ import { memoryImplementation } from './memory'
 import { plainImplementation } from './memory-plain'
 import { resolveOptions, toMs } from './options'
 import type { CallOptions, MemoizeOptions } from './options'
+import { remoteImplementation } from './remote'
 import { storedImplementation } from './stored'
-import type { AnyFn, Implementation, Memoized, ResolvedCallOptions, Stats } from './types'
+import type { AnyFn, Implementation, Memoized, RemoteMemoized, ResolvedCallOptions, Stats } from './types'
+import { isPromiseLike } from './types'
 
 /** Global defaults set by {@link configure}. */
 let defaults: MemoizeOptions<never[]> = {}
@@ -81,13 +83,24 @@ function passthrough<F extends AnyFn>(fn: F): Implementation<F> {
  * const user = await getUser(42)
  * ```
  */
-export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Parameters<F>> = {}): Memoized<F> {
+export function memoize<F extends AnyFn>(
+  fn: F,
+  options: MemoizeOptions<Parameters<F>> & { backend: 'redis' | 'sql' },
+): RemoteMemoized<F>
+export function memoize<F extends AnyFn>(fn: F, options?: MemoizeOptions<Parameters<F>>): Memoized<F>
+export function memoize<F extends AnyFn>(
+  fn: F,
+  options: MemoizeOptions<Parameters<F>> = {},
+): Memoized<F> | RemoteMemoized<F> {
   if (typeof fn !== 'function') throw new TypeError('memoize() takes a function')
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object if specified')
   const o = resolveOptions(fn.name, { ...defaults, ...(options as MemoizeOptions<never[]>) })
+  const remote = o.backend === 'redis' || o.backend === 'sql'
   const impl: Implementation<F> = !enabled
     ? passthrough(fn)
-    : o.backend === 'disk' || o.shared
+    : remote
+      ? remoteImplementation(fn, o)
+      : o.backend === 'disk' || o.shared
       ? storedImplementation(fn, o)
       : o.ttl === Infinity && o.maxEntries === undefined && o.maxBytes === undefined && o.maxValueBytes === undefined
         ? plainImplementation(fn, o)
@@ -103,16 +116,19 @@ export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Paramete
   const api = {
     ...methods,
     dependents,
-    clear() {
+    clear(): void | Promise<void> {
       if (clearing) return
       clearing = true
+      const pending: unknown[] = []
       try {
-        methods.clearOwn()
+        pending.push(methods.clearOwn())
         for (const k of Object.keys(stats) as (keyof typeof stats)[]) stats[k] = 0
-        for (const d of dependents) d.clear()
+        for (const d of dependents) pending.push(d.clear())
       } finally {
         clearing = false
       }
+      // Remote stores clear asynchronously: then clear() returns a Promise of every clear.
+      if (remote || pending.some(isPromiseLike)) return Promise.all(pending).then(() => undefined)
     },
     refresh(this: unknown, ...args: Parameters<F>) {
       return call(this, args, { refresh: true })
@@ -127,8 +143,10 @@ export function memoize<F extends AnyFn>(fn: F, options: MemoizeOptions<Paramete
         return call(this, args, co)
       }
     },
-    stats(): Stats {
-      return { ...stats, size: methods.size() }
+    stats(): Stats | Promise<Stats> {
+      const size = methods.size() as number | Promise<number>
+      if (isPromiseLike(size)) return Promise.resolve(size).then((n) => ({ ...stats, size: n }))
+      return { ...stats, size }
     },
   }
   Object.assign(memoized, api)

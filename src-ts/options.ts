@@ -23,11 +23,30 @@ export interface CallOptions {
 /** Options of {@link memoize}. */
 export interface MemoizeOptions<A extends unknown[] = unknown[]> {
   /**
-   * Where entries live: `'memory'` (this thread, or every worker thread with `shared: true`)
-   * or `'disk'` (RocksDB; survives restarts; shared by processes).
+   * Where entries live: `'memory'` (this thread, or every worker thread with `shared: true`),
+   * `'disk'` (RocksDB; survives restarts; shared by processes), `'redis'` or `'sql'` (a server
+   * shared by processes and machines; every call returns a Promise).
    * @default 'memory'
    */
-  backend?: 'memory' | 'disk'
+  backend?: 'memory' | 'disk' | 'redis' | 'sql'
+  /**
+   * `redis`: `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or several node URLs
+   * of a Redis Cluster. `sql`: `postgres://…`, `mysql://…` (MariaDB too) or `sqlite://path`.
+   * @default redis: `CACHETTE_REDIS_URL` or `redis://127.0.0.1:6379`; sql: required
+   */
+  url?: string | readonly string[]
+  /** `redis`: connect to `url` as a Redis Cluster (implied by several URLs). @default false */
+  cluster?: boolean
+  /** `redis`: prefix of every key. @default 'cachette:' */
+  prefix?: string
+  /** `sql`: table name (a plain identifier); locks live in `<table>_locks`. @default 'cachette' */
+  table?: string
+  /**
+   * `redis`/`sql`: length of a calculation lock's lease. The computing process renews it every
+   * third of this while it computes; if that process dies, waiters take over once it expires.
+   * @default 5000
+   */
+  lease?: Duration
   /**
    * Disk directory. Created 0700 if missing.
    * @default the OS cache dir + `/cachette` (`$XDG_CACHE_HOME`, `~/Library/Caches`, `%LOCALAPPDATA%`)
@@ -120,7 +139,12 @@ export function defaultCacheDir(): string {
 
 /** Options after validation, with defaults applied. */
 export interface ResolvedOptions {
-  backend: 'memory' | 'disk'
+  backend: 'memory' | 'disk' | 'redis' | 'sql'
+  urls: string[]
+  cluster: boolean
+  /** Redis key prefix, or the SQL table. */
+  prefix: string
+  lease: number
   path: string
   namespace: string
   ttl: number
@@ -154,7 +178,52 @@ const KNOWN = new Set([
   'onBackendError',
   'shared',
   'durability',
+  'url',
+  'cluster',
+  'prefix',
+  'table',
+  'lease',
 ])
+
+const TABLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
+
+function resolveServer(backend: 'redis' | 'sql', opts: MemoizeOptions<never[]>) {
+  const raw = opts.url ?? (backend === 'redis' ? (process.env.CACHETTE_REDIS_URL ?? 'redis://127.0.0.1:6379') : undefined)
+  if (raw === undefined) throw new TypeError("backend 'sql' needs a url: postgres://…, mysql://… or sqlite://path")
+  const urls = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? [...(raw as string[])] : []
+  if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || !u.includes('://'))) {
+    throw new TypeError('url must be a URL string (or, for a Redis Cluster, an array of them)')
+  }
+  const schemes = backend === 'redis' ? ['redis', 'rediss', 'valkey', 'valkeys'] : ['postgres', 'postgresql', 'mysql', 'mariadb', 'sqlite']
+  for (const u of urls) {
+    const scheme = u.slice(0, u.indexOf('://')).toLowerCase()
+    if (!schemes.includes(scheme)) {
+      throw new TypeError(`url of backend '${backend}' must start with ${schemes.map((x) => x + '://').join(', ')}`)
+    }
+  }
+  if (backend === 'sql' && urls.length > 1) throw new TypeError("backend 'sql' takes one url")
+  if (opts.cluster !== undefined && typeof opts.cluster !== 'boolean')
+    throw new TypeError('cluster must be a boolean if specified')
+  if (backend === 'sql' && (opts.cluster !== undefined || opts.prefix !== undefined)) {
+    throw new TypeError("cluster and prefix apply to backend 'redis'; backend 'sql' takes a table")
+  }
+  if (backend === 'redis' && opts.table !== undefined) throw new TypeError("table applies to backend 'sql'")
+  let prefix: string
+  if (backend === 'redis') {
+    prefix = opts.prefix ?? 'cachette:'
+    if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+      throw new TypeError('prefix must be a string without { or } (they mark Redis Cluster hash tags)')
+    }
+  } else {
+    prefix = opts.table ?? 'cachette'
+    if (typeof prefix !== 'string' || !TABLE.test(prefix)) {
+      throw new TypeError('table must be a plain SQL identifier: a letter or _, then letters, digits or _ (at most 48)')
+    }
+  }
+  const lease = opts.lease === undefined ? 5000 : toMs(opts.lease, 'lease')
+  if (lease < 100) throw new TypeError('lease must be at least 100 ms')
+  return { urls, cluster: opts.cluster === true || urls.length > 1, prefix, lease }
+}
 
 /**
  * Validates options once, at `memoize()` time, so misuse throws there and not at the first call.
@@ -164,13 +233,22 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
   if (opts === null || typeof opts !== 'object') throw new TypeError('options must be an object if specified')
   for (const k of Object.keys(opts)) {
     if (!KNOWN.has(k)) {
-      const later = ['redis', 'sql'].includes(String(opts.backend)) || ['url', 'tags'].includes(k)
+      const later = ['tags'].includes(k)
       throw new TypeError(`unknown option '${k}'${later ? ' (not available in this version)' : ''}`)
     }
   }
   const backend = opts.backend ?? 'memory'
-  if (backend !== 'memory' && backend !== 'disk') {
-    throw new TypeError(`backend must be 'memory' or 'disk' (got ${JSON.stringify(backend)})`)
+  if (backend !== 'memory' && backend !== 'disk' && backend !== 'redis' && backend !== 'sql') {
+    throw new TypeError(`backend must be 'memory', 'disk', 'redis' or 'sql' (got ${JSON.stringify(backend)})`)
+  }
+  const remote = backend === 'redis' || backend === 'sql'
+  const server = remote
+    ? resolveServer(backend, opts)
+    : { urls: [], cluster: false, prefix: '', lease: 5000 }
+  if (!remote) {
+    for (const k of ['url', 'cluster', 'prefix', 'table', 'lease'] as const) {
+      if (opts[k] !== undefined) throw new TypeError(`${k} applies to backends 'redis' and 'sql'`)
+    }
   }
   if (opts.shared !== undefined && typeof opts.shared !== 'boolean')
     throw new TypeError('shared must be a boolean if specified')
@@ -180,16 +258,16 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
     throw new TypeError('namespace must be a non-empty string if specified')
   }
   const namespace = opts.namespace ?? fnName
-  if (!namespace && (backend === 'disk' || shared)) {
+  if (!namespace && (backend !== 'memory' || shared)) {
     throw new TypeError(
-      `an anonymous function on ${shared ? 'a shared memory cache' : "backend 'disk'"} needs a namespace option: entries of unnamed functions would collide`,
+      `an anonymous function on ${shared ? 'a shared memory cache' : `backend '${backend}'`} needs a namespace option: entries of unnamed functions would collide`,
     )
   }
   if (opts.path !== undefined && (typeof opts.path !== 'string' || opts.path.length === 0)) {
     throw new TypeError('path must be a non-empty string if specified')
   }
-  if (backend === 'disk' && (opts.maxEntries !== undefined || opts.maxBytes !== undefined)) {
-    throw new TypeError("maxEntries and maxBytes bound the memory backend; bound backend 'disk' with a ttl")
+  if (backend !== 'memory' && (opts.maxEntries !== undefined || opts.maxBytes !== undefined)) {
+    throw new TypeError(`maxEntries and maxBytes bound the memory backend; bound backend '${backend}' with a ttl`)
   }
   const ttl = opts.ttl === undefined ? Infinity : toMs(opts.ttl, 'ttl')
   if (ttl === 0) throw new TypeError('ttl must be greater than 0 if specified')
@@ -228,6 +306,7 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
   }
   return {
     backend,
+    ...server,
     path: opts.path ?? defaultCacheDir(),
     namespace,
     ttl,

@@ -54,6 +54,43 @@ export interface MemoizedMethods<F extends AnyFn> {
 /** A memoized function: the original signature plus {@link MemoizedMethods}. */
 export type Memoized<F extends AnyFn> = F & MemoizedMethods<F>
 
+/**
+ * A function memoized on backend `'redis'` or `'sql'`: every call and every method returns a
+ * Promise, since each one is a round trip to the server.
+ */
+export type RemoteMemoized<F extends AnyFn> = ((...args: Parameters<F>) => Promise<Awaited<ReturnType<F>>>) &
+  RemoteMethods<F>
+
+/** What a function memoized on `redis` or `sql` carries: {@link MemoizedMethods}, asynchronous. */
+export interface RemoteMethods<F extends AnyFn> {
+  /** Removes every entry and lease of the namespace (and clears the `dependsOn` dependents). */
+  clear(): Promise<void>
+  /** Removes the entry of these arguments; true if there was one. A computation in flight will not store it. */
+  delete(...args: Parameters<F>): Promise<boolean>
+  /** True if a value is stored for these arguments. */
+  has(...args: Parameters<F>): Promise<boolean>
+  /** The stored value for these arguments, without computing; `undefined` when absent. */
+  peek(...args: Parameters<F>): Promise<Awaited<ReturnType<F>> | undefined>
+  /** Stores `value` as the result for `args` (precache). */
+  set(args: Parameters<F>, value: Awaited<ReturnType<F>>): Promise<void>
+  /** Recomputes for these arguments (holding the key's lease) and overwrites the stored value. */
+  refresh(...args: Parameters<F>): Promise<Awaited<ReturnType<F>>>
+  /** Calls the function directly, reading and writing nothing. */
+  uncached(...args: Parameters<F>): ReturnType<F>
+  /** The memoized function with per-call options. */
+  with(options: CallOptions): (...args: Parameters<F>) => Promise<Awaited<ReturnType<F>>>
+  /** Removes every lease of the namespace (on the server, for every process), so waiters stop waiting. */
+  clearLocks(): Promise<void>
+  /** Resolves at once: remote writes are acknowledged by the server before a call resolves. */
+  flush(): Promise<void>
+  /** Releases leases still held and this function's use of the connection. Later calls reject with `ERR_CLOSED`. */
+  close(): Promise<void>
+  /** Counters, and the namespace's entry count on the server. */
+  stats(): Promise<Stats>
+  /** Memoized functions to clear with this one (filled by their `dependsOn`). */
+  readonly dependents: Set<{ clear(): unknown }>
+}
+
 /** Internal: what a backend implementation supplies to `memoize()`. */
 export interface Implementation<F extends AnyFn> {
   call(self: unknown, args: ArrayLike<unknown>, options: ResolvedCallOptions | undefined): ReturnType<F>

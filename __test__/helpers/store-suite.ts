@@ -1,7 +1,11 @@
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
 import test from 'ava'
+import type { ExecutionContext, ThrownError, ThrowsExpectation } from 'ava'
 import { CachetteError, memoize } from '../../src-ts/index'
 import type { Memoized, MemoizeOptions } from '../../src-ts/index'
 import { sleep, uniqueNamespace } from './env'
+import { MYSQL_URL, PG_URL, REDIS_URL, serverAvailable } from './servers'
 
 /** Options a backend contributes; `key` is left to each test (it is typed by the arguments). */
 export type BackendOptions = Omit<MemoizeOptions, 'key'>
@@ -11,14 +15,19 @@ type Fn = (...args: any[]) => any
 
 /** One backend under test. */
 export interface Backend {
-  /** Shown in test titles: `(memory)`, `(shared memory)`, `(disk)`. */
+  /** Shown in test titles: `(memory)`, `(shared memory)`, `(disk)`, `(redis)`, `(sql: sqlite)`. */
   name: string
   /** Fresh options for one cache: the backend's settings and a namespace no other test uses. */
   options(): BackendOptions
-  /** `memoize(fn, { ...options(), ...extra })`, closed after the file's tests (see {@link track}). */
+  /**
+   * `memoize(fn, { ...options(), ...extra })`, closed after the file's tests (see {@link track}).
+   * On a remote backend every call and method returns a Promise: the suite awaits every result.
+   */
   memoize<F extends Fn>(fn: F, extra?: MemoizeOptions<Parameters<F>>): Memoized<F>
-  /** Entries are held encoded (disk, shared memory): hits are copies, `close()` ends the handle. */
+  /** Entries are held encoded (disk, shared memory, remote): hits are copies, `close()` ends the handle. */
   encoded: boolean
+  /** `redis`, `sql`: every call and every method returns a Promise, errors arrive as rejections. */
+  remote: boolean
 }
 
 const open = new Set<{ close(): Promise<void> }>()
@@ -36,24 +45,99 @@ export function track<T extends { close(): Promise<void> }>(f: T): T {
   return f
 }
 
-function backend(name: string, encoded: boolean, options: () => BackendOptions): Backend {
+function backend(name: string, encoded: boolean, remote: boolean, options: () => BackendOptions): Backend {
   return {
     name,
     encoded,
+    remote,
     options,
-    memoize: (fn, extra) => track(memoize(fn, { ...options(), ...extra })),
+    // Typed Memoized<F> on a remote backend too (a RemoteMemoized<F> there): every result is awaited.
+    memoize: (fn, extra) => {
+      const f: Memoized<typeof fn> = memoize(fn, { ...options(), ...extra })
+      // A server outlives this run: its entries are cleared before the handle closes.
+      const clearThenClose = async () => {
+        try {
+          await f.clear()
+        } catch {
+          // a test closed it already
+        }
+        await f.close()
+      }
+      track(remote ? { close: clearThenClose } : f)
+      return f
+    },
   }
 }
 
-/** The backends of this version (memory twice: plain, and expiring); disk entries go below `dir`. */
+/** Pids repeat and a server keeps its entries: remote namespaces of this run carry a random tag. */
+const run = randomBytes(4).toString('hex')
+
+/** A `redis` or `sql` backend with the settings of `options` (a fresh namespace is added). */
+export function remoteBackend(name: string, options: () => BackendOptions): Backend {
+  return backend(name, true, true, () => ({ namespace: uniqueNamespace(`remote-${run}`), ...options() }))
+}
+
+/**
+ * The backends of this version (memory twice: plain, and expiring); disk entries go below `dir`.
+ * The remote ones ({@link remoteBackends}) are listed apart: only the store suite awaits every result.
+ */
 export function backends(dir: string): Backend[] {
   return [
-    backend('memory', false, () => ({ namespace: uniqueNamespace('mem') })),
+    backend('memory', false, false, () => ({ namespace: uniqueNamespace('mem') })),
     // Expiring or bounded memory caches take another implementation: run the suite on it too.
-    backend('memory with a ttl', false, () => ({ namespace: uniqueNamespace('memttl'), ttl: '1h' })),
-    backend('shared memory', true, () => ({ shared: true, namespace: uniqueNamespace('shm') })),
-    backend('disk', true, () => ({ backend: 'disk', path: dir, namespace: uniqueNamespace('disk') })),
+    backend('memory with a ttl', false, false, () => ({ namespace: uniqueNamespace('memttl'), ttl: '1h' })),
+    backend('shared memory', true, false, () => ({ shared: true, namespace: uniqueNamespace('shm') })),
+    backend('disk', true, false, () => ({ backend: 'disk', path: dir, namespace: uniqueNamespace('disk') })),
   ]
+}
+
+/** The `redis` and `sql` backends, on the servers of `CACHETTE_*_URL` or local defaults; sqlite below `dir`. */
+export function remoteBackends(dir: string): Backend[] {
+  const all = [
+    remoteBackend('redis', () => ({ backend: 'redis', url: REDIS_URL, prefix: 'cachette-test:' })),
+    remoteBackend('sql: sqlite', () => ({ backend: 'sql', url: 'sqlite://' + join(dir, 'suite.sqlite') })),
+    remoteBackend('sql: postgres', () => ({ backend: 'sql', url: PG_URL })),
+    remoteBackend('sql: mariadb', () => ({ backend: 'sql', url: MYSQL_URL })),
+  ]
+  const server: Record<string, [string, string]> = {
+    redis: ['Redis', REDIS_URL],
+    'sql: postgres': ['PostgreSQL', PG_URL],
+    'sql: mariadb': ['MariaDB', MYSQL_URL],
+  }
+  return all.filter((b) => server[b.name] === undefined || serverAvailable(...server[b.name]))
+}
+
+/**
+ * `t.throws` for a call that throws, `t.throwsAsync` for one that returns a Promise, with the
+ * same expectations. A call of a sync function must throw on a local backend and reject on a
+ * remote one (`remote`): the other way fails the test.
+ */
+export async function throwsOrRejects<E extends ErrorConstructor | Error>(
+  t: ExecutionContext,
+  remote: boolean,
+  fn: () => unknown,
+  expectations: ThrowsExpectation<E>,
+  message?: string,
+): Promise<ThrownError<E>> {
+  const what = message === undefined ? '' : `${message}: `
+  let result: unknown
+  try {
+    result = fn()
+  } catch (e) {
+    const err = t.throws(
+      () => {
+        throw e
+      },
+      expectations,
+      message,
+    )
+    if (remote) t.fail(`${what}threw at once on a remote backend instead of returning a rejected Promise`)
+    return err
+  }
+  if (!(result instanceof Promise)) return t.throws(() => result, expectations, message) // fails: no error
+  const err = await t.throwsAsync(result, expectations, message)
+  if (!remote) t.fail(`${what}returned a rejected Promise on a local backend instead of throwing`)
+  return err
 }
 
 /** Polls `cond` every 5 ms; rejects after `ms` (a "did not hang" bound, not a timing assertion). */
@@ -140,18 +224,48 @@ export function unkeyableCases(): [string, unknown[], string][] {
 
 /**
  * Registers the behavioural contract every backend keeps. Feature files go deeper; this is the
- * part that must read the same whatever holds the entries.
+ * part that must read the same whatever holds the entries. Every call and method result is
+ * awaited, so that one body runs on the local backends (plain values) and the remote ones
+ * (Promises); on a local one, a sync function's call and methods are checked to stay sync.
  */
 export function storeSuite(b: Backend): void {
   const title = (s: string) => `${s} (${b.name})`
 
-  test(title('memoize() keeps a sync function sync'), (t) => {
-    const f = b.memoize((x: number) => x * 2)
-    const miss = f(21)
-    const hit = f(21)
-    t.is(miss, 42)
-    t.is(hit, 42)
-  })
+  if (!b.remote) {
+    test(title('memoize() keeps a sync function sync'), (t) => {
+      const f = b.memoize((x: number) => x * 2)
+      const miss = f(21)
+      const hit = f(21)
+      t.is(miss, 42)
+      t.is(hit, 42)
+    })
+
+    test(title('the methods of a sync function answer at once, not with a Promise'), (t) => {
+      const f = b.memoize((x: number) => x * 2)
+      const results: [string, unknown][] = [
+        ['set()', f.set([1], 2)],
+        ['has()', f.has(1)],
+        ['peek()', f.peek(1)],
+        ['refresh()', f.refresh(1)],
+        ['stats()', f.stats()],
+        ['delete()', f.delete(1)],
+        ['clearLocks()', f.clearLocks()],
+        ['clear()', f.clear()],
+      ]
+      for (const [what, r] of results) t.false(r instanceof Promise, what)
+    })
+  } else {
+    test(title('memoize() keeps a sync function sync (a Promise on a remote backend)'), async (t) => {
+      const f = b.memoize((x: number) => x * 2)
+      const miss: unknown = f(21)
+      t.true(miss instanceof Promise)
+      t.is(await miss, 42)
+      const hit: unknown = f(21)
+      t.true(hit instanceof Promise)
+      t.is(await hit, 42)
+      t.like(await f.stats(), { misses: 1, hits: 1, computations: 1 })
+    })
+  }
 
   test(title('memoize() returns a Promise from an async function on a miss and on a hit'), async (t) => {
     const f = b.memoize(async (x: number) => x * 2)
@@ -163,55 +277,55 @@ export function storeSuite(b: Backend): void {
     t.is(await hit, 42)
   })
 
-  test(title('memoize() computes each distinct argument list once'), (t) => {
+  test(title('memoize() computes each distinct argument list once'), async (t) => {
     const c = counted<[number, string?]>()
     const f = b.memoize(c.fn)
-    const a = f(1)
-    const bb = f(2)
-    const ab = f(1, 'b')
-    t.deepEqual(f(1), a)
-    t.deepEqual(f(2), bb)
-    t.deepEqual(f(1, 'b'), ab)
+    const a = await f(1)
+    const bb = await f(2)
+    const ab = await f(1, 'b')
+    t.deepEqual(await f(1), a)
+    t.deepEqual(await f(2), bb)
+    t.deepEqual(await f(1, 'b'), ab)
     t.deepEqual([a.n, bb.n, ab.n], [1, 2, 3])
     t.is(c.calls(), 3)
-    t.is(f.stats().size, 3)
+    t.is((await f.stats()).size, 3)
   })
 
-  test(title('memoize() compares arguments by value'), (t) => {
+  test(title('memoize() compares arguments by value'), async (t) => {
     const c = counted<[unknown]>()
     const f = b.memoize(c.fn)
     for (const [what, first, second] of equalPairs) {
       const before = c.calls()
-      const r1 = f(first)
-      t.deepEqual(f(second), r1, what)
+      const r1 = await f(first)
+      t.deepEqual(await f(second), r1, what)
       t.is(c.calls(), before + 1, `${what} computed once`)
     }
   })
 
-  test(title('memoize() gives look-alike arguments different entries'), (t) => {
+  test(title('memoize() gives look-alike arguments different entries'), async (t) => {
     for (const [what, first, second] of lookAlikePairs) {
       const c = counted<[unknown]>()
       const f = b.memoize(c.fn)
       try {
-        t.deepEqual(f(first), { n: 1 }, what)
-        t.deepEqual(f(second), { n: 2 }, `${what}: the second must not hit the first's entry`)
-        t.deepEqual(f(first), { n: 1 }, `${what}: the first is still cached`)
+        t.deepEqual(await f(first), { n: 1 }, what)
+        t.deepEqual(await f(second), { n: 2 }, `${what}: the second must not hit the first's entry`)
+        t.deepEqual(await f(first), { n: 1 }, `${what}: the first is still cached`)
       } catch (e) {
         t.fail(`${what}: ${String(e)}`)
       }
     }
   })
 
-  test(title('memoize() passes a thrown error through unchanged and never caches it'), (t) => {
+  test(title('memoize() passes a thrown error through unchanged and never caches it'), async (t) => {
     const err = new Error('boom')
     let calls = 0
     const f = b.memoize((_x: number) => {
       calls++
       throw err
     })
-    t.throws(() => f(1), { is: err })
-    t.false(f.has(1))
-    t.throws(() => f(1), { is: err })
+    await throwsOrRejects(t, b.remote, () => f(1), { is: err })
+    t.false(await f.has(1))
+    await throwsOrRejects(t, b.remote, () => f(1), { is: err })
     t.is(calls, 2)
   })
 
@@ -223,7 +337,7 @@ export function storeSuite(b: Backend): void {
       throw err
     })
     await t.throwsAsync(f(1), { is: err })
-    t.false(f.has(1))
+    t.false(await f.has(1))
     await t.throwsAsync(f(1), { is: err })
     t.is(calls, 2)
   })
@@ -255,118 +369,131 @@ export function storeSuite(b: Backend): void {
     t.is(calls, 2)
   })
 
-  test(title('memoize() rejects unkeyable arguments with ERR_UNKEYABLE_ARGUMENT before calling the function'), (t) => {
-    let calls = 0
-    const f = b.memoize((..._args: unknown[]) => ++calls)
-    for (const [what, args, path] of unkeyableCases()) {
-      const e = t.throws(() => f(...args), { instanceOf: CachetteError }, what)
-      t.is(e?.code, 'ERR_UNKEYABLE_ARGUMENT', what)
-      t.true(e?.message.includes(path), `${what}: "${e?.message}" names ${path}`)
-    }
-    t.is(calls, 0)
-  })
+  test(
+    title('memoize() rejects unkeyable arguments with ERR_UNKEYABLE_ARGUMENT before calling the function'),
+    async (t) => {
+      let calls = 0
+      const f = b.memoize((..._args: unknown[]) => ++calls)
+      for (const [what, args, path] of unkeyableCases()) {
+        const e = await throwsOrRejects<CachetteError>(
+          t,
+          b.remote,
+          () => f(...args),
+          { instanceOf: CachetteError },
+          what,
+        )
+        t.is(e?.code, 'ERR_UNKEYABLE_ARGUMENT', what)
+        t.true(e?.message.includes(path), `${what}: "${e?.message}" names ${path}`)
+      }
+      t.is(calls, 0)
+    },
+  )
 
-  test(title('memoize() computes a recursive function once per argument'), (t) => {
+  test(title('memoize() computes a recursive function once per argument'), async (t) => {
     let calls = 0
-    const fib: Memoized<(n: number) => number> = b.memoize(
-      (n: number): number => {
-        calls++
-        return n < 2 ? n : fib(n - 1) + fib(n - 2)
-      },
-      { lockTimeout: 200 },
-    )
-    t.is(fib(6), 8)
+    // A remote call returns a Promise: there the function awaits its recursive calls.
+    const fib: Memoized<(n: number) => number | Promise<number>> = b.remote
+      ? b.memoize(
+          async (n: number): Promise<number> => {
+            calls++
+            return n < 2 ? n : (await fib(n - 1)) + (await fib(n - 2))
+          },
+          { lockTimeout: 200 },
+        )
+      : b.memoize(
+          (n: number): number => {
+            calls++
+            return n < 2 ? n : (fib(n - 1) as number) + (fib(n - 2) as number)
+          },
+          { lockTimeout: 200 },
+        )
+    t.is(await fib(6), 8)
     t.is(calls, 7)
-    t.deepEqual(
-      [0, 1, 2, 3, 4, 5, 6].map((n) => fib.peek(n)),
-      [0, 1, 1, 2, 3, 5, 8],
-    )
+    t.deepEqual(await Promise.all([0, 1, 2, 3, 4, 5, 6].map((n) => fib.peek(n))), [0, 1, 1, 2, 3, 5, 8])
   })
 
-  test(title('has(), peek(), delete() and clear() read and remove entries without computing'), (t) => {
+  test(title('has(), peek(), delete() and clear() read and remove entries without computing'), async (t) => {
     const c = counted<[number]>()
     const f = b.memoize(c.fn)
-    t.false(f.has(1))
-    t.is(f.peek(1), undefined)
-    f(1)
-    f(2)
-    t.true(f.has(1))
-    t.deepEqual(f.peek(1), { n: 1 })
-    t.true(f.delete(1))
-    t.false(f.delete(1))
-    t.false(f.has(1))
-    t.true(f.has(2))
-    f.clear()
-    t.false(f.has(2))
-    t.is(f.stats().size, 0)
+    t.false(await f.has(1))
+    t.is(await f.peek(1), undefined)
+    await f(1)
+    await f(2)
+    t.true(await f.has(1))
+    t.deepEqual(await f.peek(1), { n: 1 })
+    t.true(await f.delete(1))
+    t.false(await f.delete(1))
+    t.false(await f.has(1))
+    t.true(await f.has(2))
+    await f.clear()
+    t.false(await f.has(2))
+    t.is((await f.stats()).size, 0)
     t.is(c.calls(), 2)
   })
 
-  test(title('set() precaches a value and refresh() recomputes and overwrites it'), (t) => {
+  test(title('set() precaches a value and refresh() recomputes and overwrites it'), async (t) => {
     const c = counted<[number]>()
     const f = b.memoize(c.fn)
-    f.set([5], { n: 100 })
-    t.deepEqual(f(5), { n: 100 })
+    await f.set([5], { n: 100 })
+    t.deepEqual(await f(5), { n: 100 })
     t.is(c.calls(), 0)
-    t.deepEqual(f.refresh(5), { n: 1 })
-    t.deepEqual(f(5), { n: 1 })
+    t.deepEqual(await f.refresh(5), { n: 1 })
+    t.deepEqual(await f(5), { n: 1 })
     t.is(c.calls(), 1)
   })
 
   test(title('memoize() recomputes an entry once its ttl has passed'), async (t) => {
     const c = counted<[number]>()
     const f = b.memoize(c.fn, { ttl: 100 })
-    t.deepEqual(f(1), { n: 1 })
-    t.deepEqual(f(1), { n: 1 })
+    t.deepEqual(await f(1), { n: 1 })
+    t.deepEqual(await f(1), { n: 1 })
     await sleep(150)
-    t.false(f.has(1))
-    t.deepEqual(f(1), { n: 2 })
+    t.false(await f.has(1))
+    t.deepEqual(await f(1), { n: 2 })
     t.is(c.calls(), 2)
   })
 
-  if (b.name === 'disk') {
-    test(title('maxEntries and maxBytes are refused: disk entries are bounded by ttl'), (t) => {
-      t.throws(() => b.memoize((x: number) => x, { maxEntries: 3 }), {
-        instanceOf: TypeError,
-        message: /bound backend 'disk' with a ttl/,
-      })
-      t.throws(() => b.memoize((x: number) => x, { maxBytes: 3500 }), {
-        instanceOf: TypeError,
-        message: /bound backend 'disk' with a ttl/,
-      })
+  // Only the memory backends have LRU bounds; disk, redis and sql refuse them at memoize().
+  const kind = b.options().backend ?? 'memory'
+  if (kind === 'memory') boundsSuite(b, title)
+  else {
+    test(title(`maxEntries and maxBytes are refused: ${kind} entries are bounded by ttl`), (t) => {
+      const message = new RegExp(`bound backend '${kind}' with a ttl`)
+      t.throws(() => b.memoize((x: number) => x, { maxEntries: 3 }), { instanceOf: TypeError, message })
+      t.throws(() => b.memoize((x: number) => x, { maxBytes: 3500 }), { instanceOf: TypeError, message })
     })
-  } else boundsSuite(b, title)
+  }
 
-  test(title('symbol-keyed properties are not part of a key, as with Object.keys'), (t) => {
+  test(title('symbol-keyed properties are not part of a key, as with Object.keys'), async (t) => {
     const c = counted<[Record<string | symbol, number>]>()
     const f = b.memoize(c.fn)
-    f({ a: 1, [Symbol('s')]: 1 })
-    f({ a: 1, [Symbol('s')]: 2 })
+    await f({ a: 1, [Symbol('s')]: 1 })
+    await f({ a: 1, [Symbol('s')]: 2 })
     t.is(c.calls(), 1)
   })
 
-  test(title('maxValueBytes returns a larger value without storing it'), (t) => {
+  test(title('maxValueBytes returns a larger value without storing it'), async (t) => {
     let calls = 0
     const f = b.memoize((n: number) => (calls++, 'x'.repeat(n)), { maxValueBytes: 100 })
-    t.is(f(1000).length, 1000)
-    t.false(f.has(1000))
-    t.is(f(10), 'x'.repeat(10))
-    t.true(f.has(10))
-    f(1000)
-    f(10)
+    t.is((await f(1000)).length, 1000)
+    t.false(await f.has(1000))
+    t.is(await f(10), 'x'.repeat(10))
+    t.true(await f.has(10))
+    await f(1000)
+    await f(10)
     t.is(calls, 3)
   })
 
-  test(title('cacheUndefined: false stores neither undefined nor null'), (t) => {
+  test(title('cacheUndefined: false stores neither undefined nor null'), async (t) => {
     let calls = 0
     const f = b.memoize((x: number) => (calls++, x === 0 ? undefined : x === 1 ? null : x), { cacheUndefined: false })
     for (let i = 0; i < 2; i++) {
-      t.is(f(0), undefined)
-      t.is(f(1), null)
-      t.is(f(2), 2)
+      t.is(await f(0), undefined)
+      t.is(await f(1), null)
+      t.is(await f(2), 2)
     }
     t.is(calls, 5)
-    t.deepEqual([f.has(0), f.has(1), f.has(2)], [false, false, true])
+    t.deepEqual([await f.has(0), await f.has(1), await f.has(2)], [false, false, true])
   })
 
   if (!b.encoded) return
@@ -392,17 +519,17 @@ export function storeSuite(b: Backend): void {
       }
       value.self = value
       const writer = b.memoize((_k: string) => value, opts)
-      t.is(writer('v'), value)
-      t.is(writer('u'), value)
+      t.is(await writer('v'), value)
+      t.is(await writer('u'), value)
       const reader = b.memoize((_k: string): unknown => t.fail('the reader must not compute'), opts)
-      const back = reader.peek('v') as Record<string, unknown>
+      const back = (await reader.peek('v')) as Record<string, unknown>
       t.not(back, value)
       t.is(back.self, back)
       t.deepEqual(back, value)
       t.true('missing' in back)
       t.true(Buffer.isBuffer(back.buf))
       t.is(Object.getPrototypeOf(back.u8), Uint8Array.prototype)
-      const viaCall = reader('v') as Record<string, unknown>
+      const viaCall = (await reader('v')) as Record<string, unknown>
       t.deepEqual(viaCall.map, value.map)
       await writer.close()
       await reader.close()
@@ -412,11 +539,11 @@ export function storeSuite(b: Backend): void {
   test(title('memoize() stores an undefined result and reads it back as a hit'), async (t) => {
     const opts = b.options()
     const writer = b.memoize((_k: number): undefined => undefined, opts)
-    t.is(writer(1), undefined)
+    t.is(await writer(1), undefined)
     const reader = b.memoize((_k: number): undefined => t.fail('the reader must not compute'), opts)
-    t.true(reader.has(1))
-    t.is(reader(1), undefined)
-    t.is(reader.stats().hits, 1)
+    t.true(await reader.has(1))
+    t.is(await reader(1), undefined)
+    t.is((await reader.stats()).hits, 1)
     await writer.close()
     await reader.close()
   })
@@ -425,54 +552,45 @@ export function storeSuite(b: Backend): void {
     const opts = b.options()
     const f = b.memoize((x: number) => x + 1, opts)
     const keep = b.memoize((_x: number): number => t.fail('must read the value f stored'), opts)
-    t.is(f(1), 2)
+    t.is(await f(1), 2)
     await f.close()
     await f.close() // idempotent
-    t.throws(() => f(1), { instanceOf: CachetteError, code: 'ERR_CLOSED' })
-    t.is(keep(1), 2)
+    await throwsOrRejects(t, b.remote, () => f(1), { instanceOf: CachetteError, code: 'ERR_CLOSED' })
+    t.is(await keep(1), 2)
     await keep.close()
   })
 }
 
 /** LRU bounds, on the backends that have them (memory and shared memory). */
 function boundsSuite(b: Backend, title: (s: string) => string): void {
-  test(title('maxEntries evicts the least recently used entry'), (t) => {
+  test(title('maxEntries evicts the least recently used entry'), async (t) => {
     const c = counted<[number]>()
     const f = b.memoize(c.fn, { maxEntries: 3 })
-    f(1)
-    f(2)
-    f(3)
-    f(1) // 2 is now the least recently used
-    f(4)
-    t.is(f.stats().size, 3)
-    t.deepEqual(
-      [1, 2, 3, 4].map((k) => f.has(k)),
-      [true, false, true, true],
-    )
+    await f(1)
+    await f(2)
+    await f(3)
+    await f(1) // 2 is now the least recently used
+    await f(4)
+    t.is((await f.stats()).size, 3)
+    t.deepEqual(await Promise.all([1, 2, 3, 4].map((k) => f.has(k))), [true, false, true, true])
     t.is(c.calls(), 4)
   })
 
-  test(title('maxBytes evicts the least recently used entries'), (t) => {
+  test(title('maxBytes evicts the least recently used entries'), async (t) => {
     const f = b.memoize((x: number) => String(x).repeat(1000), { maxBytes: 3500 })
-    f(1)
-    f(2)
-    f(3)
-    f(1)
-    f(4)
-    t.deepEqual(
-      [1, 2, 3, 4].map((k) => f.has(k)),
-      [true, false, true, true],
-    )
+    await f(1)
+    await f(2)
+    await f(3)
+    await f(1)
+    await f(4)
+    t.deepEqual(await Promise.all([1, 2, 3, 4].map((k) => f.has(k))), [true, false, true, true])
   })
 
-  test(title('maxBytes refuses a value larger than the bound without evicting the others'), (t) => {
+  test(title('maxBytes refuses a value larger than the bound without evicting the others'), async (t) => {
     const f = b.memoize((x: number) => String(x).repeat(x === 9 ? 10_000 : 1000), { maxBytes: 3500 })
-    f(1)
-    f(2)
-    t.is(f(9).length, 10_000)
-    t.deepEqual(
-      [1, 2, 9].map((k) => f.has(k)),
-      [true, true, false],
-    )
+    await f(1)
+    await f(2)
+    t.is((await f(9)).length, 10_000)
+    t.deepEqual(await Promise.all([1, 2, 9].map((k) => f.has(k))), [true, true, false])
   })
 }

@@ -15,6 +15,10 @@ pub enum CoreError {
   StoreUnavailable { path: PathBuf, reason: String },
   /// The directory is owned by another process and that owner could not be reached in time.
   StoreLocked { path: PathBuf },
+  /// A Redis or SQL server could not be reached, or the connection broke (`server` has no password).
+  ServerUnavailable { server: String, reason: String },
+  /// A store option is invalid (a URL, a table name).
+  InvalidConfig { reason: String },
   /// A read or write failed inside an open store.
   Io { reason: String },
   /// The store was closed.
@@ -34,6 +38,8 @@ impl CoreError {
       CoreError::LockTimeout { .. } => "ERR_LOCK_TIMEOUT",
       CoreError::StoreUnavailable { .. } => "ERR_BACKEND_UNAVAILABLE",
       CoreError::StoreLocked { .. } => "ERR_STORE_LOCKED",
+      CoreError::ServerUnavailable { .. } => "ERR_BACKEND_UNAVAILABLE",
+      CoreError::InvalidConfig { .. } => "ERR_INVALID_OPTION",
       CoreError::Io { .. } => "ERR_BACKEND_IO",
       CoreError::Closed => "ERR_CLOSED",
       CoreError::ComputationFailed { .. } => "ERR_COMPUTATION_FAILED",
@@ -66,6 +72,10 @@ impl fmt::Display for CoreError {
         "cache directory {} is owned by another process that did not answer; retry, or give this process its own `path`",
         path.display()
       ),
+      CoreError::ServerUnavailable { server, reason } => {
+        write!(f, "cache server {server} is unavailable: {reason}")
+      }
+      CoreError::InvalidConfig { reason } => write!(f, "invalid cache store option: {reason}"),
       CoreError::Io { reason } => write!(f, "cache store I/O failed: {reason}"),
       CoreError::Closed => write!(f, "the cache was closed; create a new one to keep caching"),
       CoreError::ComputationFailed { .. } => {

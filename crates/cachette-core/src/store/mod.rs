@@ -16,6 +16,8 @@ use std::time::Duration;
 pub mod disk;
 pub mod ipc;
 pub mod memory;
+#[cfg(feature = "remote")]
+pub mod remote;
 
 /// An entry read from a store.
 #[derive(Debug, Clone, PartialEq, Eq)]

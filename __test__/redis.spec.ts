@@ -1,0 +1,191 @@
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { CachetteError, memoize } from '../src-ts/index'
+import { sleep, uniqueNamespace } from './helpers/env'
+import { freePort, startCluster, startRedis } from './helpers/servers'
+import type { RedisProcess } from './helpers/servers'
+import { runFixture } from './fixtures/rpc'
+
+/*
+ * The Redis backend against redis-servers this file starts on free loopback ports: one whose
+ * KEYS command is disabled (clear() must not need it), stopped and restarted mid-run, with an
+ * ACL user; and a 3-master cluster.
+ */
+
+let redis: RedisProcess
+test.before(async () => {
+  redis = await startRedis(['--rename-command', 'KEYS', ''])
+})
+test.after.always(() => redis?.stop())
+
+const cli = (port: number, ...args: string[]) =>
+  spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim()
+
+test.serial('Redis stopped mid-run: with fallback, 0 failed calls, 0 wrong values, and it reconnects by itself', async (t) => {
+  const f = memoize(async (k: number) => ({ k, v: `value of ${k}` }), {
+    backend: 'redis',
+    url: redis.url,
+    namespace: uniqueNamespace('outage'),
+    onBackendError: 'fallback',
+  })
+  let failed = 0
+  let wrong = 0
+  let calls = 0
+  const round = async () => {
+    const ks = Array.from({ length: 20 }, (_, i) => (calls + i) % 50)
+    const settled = await Promise.allSettled(ks.map((k) => f(k)))
+    calls += ks.length
+    settled.forEach((s, i) => {
+      if (s.status === 'rejected') failed++
+      else if (s.value.k !== ks[i] || s.value.v !== `value of ${ks[i]}`) wrong++
+    })
+  }
+  for (let i = 0; i < 10; i++) await round()
+  await redis.shutdown()
+  const downUntil = Date.now() + 500
+  while (Date.now() < downUntil) await round()
+  await redis.restart()
+  // The connection comes back without any call from us: calls hit again.
+  const end = Date.now() + 10_000
+  let back = false
+  while (!back && Date.now() < end) {
+    await round()
+    const before = (await f.stats()).computations
+    await f(1)
+    back = (await f.stats()).computations === before
+  }
+  t.true(back, 'the cache never worked again after the restart')
+  t.is(failed, 0)
+  t.is(wrong, 0)
+  t.true((await f.stats()).errors > 0, 'the outage was not counted in stats().errors')
+  await f.close()
+})
+
+test.serial("Redis unreachable: with 'throw', calls reject with ERR_BACKEND_UNAVAILABLE", async (t) => {
+  const port = await freePort()
+  const f = memoize(async (k: number) => k, {
+    backend: 'redis',
+    url: `redis://127.0.0.1:${port}`,
+    namespace: uniqueNamespace('down'),
+    onBackendError: 'throw',
+  })
+  const e = await t.throwsAsync(f(1), { instanceOf: CachetteError })
+  t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
+  t.regex(e?.message ?? '', new RegExp(`127\\.0\\.0\\.1:${port}`))
+  await f.close()
+})
+
+test.serial('ACL user, password and db number come from the URL; the password never appears in errors', async (t) => {
+  cli(redis.port, 'ACL', 'SETUSER', 'cachette', 'on', '>s3cret-pw', '~*', '&*', '+@all')
+  const namespace = uniqueNamespace('acl')
+  let calls = 0
+  const f = memoize(async (k: number) => (calls++, k * 2), {
+    backend: 'redis',
+    url: `redis://cachette:s3cret-pw@127.0.0.1:${redis.port}/3`,
+    namespace,
+    onBackendError: 'throw',
+  })
+  t.is(await f(21), 42)
+  t.is(await f(21), 42)
+  t.is(calls, 1)
+  t.true(Number(cli(redis.port, '-n', '3', 'DBSIZE')) > 0, 'nothing was written to db 3')
+  const bad = memoize(async (k: number) => k, {
+    backend: 'redis',
+    url: `redis://cachette:wrong-pw@127.0.0.1:${redis.port}/3`,
+    namespace,
+    onBackendError: 'throw',
+  })
+  const e = await t.throwsAsync(bad(1), { instanceOf: CachetteError })
+  t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
+  t.false(e?.message.includes('wrong-pw'), e?.message)
+  await f.close()
+  await bad.close()
+})
+
+test.serial('clear() works with KEYS disabled, removes only its own namespace, and keys carry one hash tag', async (t) => {
+  const opts = { backend: 'redis' as const, url: redis.url, prefix: 'tagged:' }
+  const a = memoize(async (k: number) => k, { ...opts, namespace: uniqueNamespace('clear-a') })
+  const b = memoize(async (k: number) => k, { ...opts, namespace: uniqueNamespace('clear-b') })
+  for (let i = 0; i < 1200; i++) await Promise.all([a(i), b(i)])
+  t.is((await a.stats()).size, 1200)
+  const tags = new Set(
+    cli(redis.port, '--scan', '--pattern', 'tagged:*')
+      .split('\n')
+      .map((k) => /^tagged:\{([0-9a-f]{16})\}:/.exec(k)?.[1] ?? `untagged ${k}`),
+  )
+  t.is(tags.size, 2, [...tags].join(' '))
+  await a.clear()
+  t.is((await a.stats()).size, 0)
+  t.false(await a.has(5))
+  t.is((await b.stats()).size, 1200)
+  t.true(await b.has(5))
+  await a.close()
+  await b.close()
+})
+
+test.serial('Redis Cluster: one function’s entries and locks live in one slot; every node answers', async (t) => {
+  const cluster = await startCluster()
+  t.teardown(() => cluster.stop())
+  const namespace = uniqueNamespace('cluster')
+  let calls = 0
+  const f = memoize(async (k: number) => (calls++, { k }), {
+    backend: 'redis',
+    url: cluster.urls,
+    namespace,
+    onBackendError: 'throw',
+  })
+  for (let i = 0; i < 100; i++) t.deepEqual(await f(i), { k: i })
+  for (let i = 0; i < 100; i++) t.deepEqual(await f(i), { k: i })
+  t.is(calls, 100)
+  const perNode = cluster.nodes.map((n) => Number(cli(n.port, 'DBSIZE')))
+  t.is(perNode.filter((n) => n > 0).length, 1, `keys spread over nodes: ${perNode.join(', ')}`)
+  // Any node as the entry point finds the same entries.
+  const viaLast = memoize(async (k: number): Promise<{ k: number }> => t.fail(`recomputed ${k}`), {
+    backend: 'redis',
+    url: [cluster.urls[2]],
+    cluster: true,
+    namespace,
+    onBackendError: 'throw',
+  })
+  t.deepEqual(await viaLast(7), { k: 7 })
+  await f.clear()
+  t.is((await f.stats()).size, 0)
+  await f.close()
+  await viaLast.close()
+})
+
+test.serial('close() lets the process exit at once', async (t) => {
+  const r = await runFixture(join(__dirname, 'fixtures', 'remote-close.ts'), [redis.url, uniqueNamespace('close')])
+  t.is(r.code, 0, r.stderr)
+  const { closedAt, value } = JSON.parse(r.stdout) as { closedAt: number; value: number }
+  t.is(value, 42)
+  const exitedAt = Date.now()
+  // Not a speed measure: a process kept alive by an open connection would take forever.
+  t.true(exitedAt - closedAt < 3000, `exited ${exitedAt - closedAt} ms after close()`)
+})
+
+test.serial('a lease is renewed from Rust while the event loop is blocked', async (t) => {
+  const namespace = uniqueNamespace('blocked')
+  const opts = { backend: 'redis' as const, url: redis.url, namespace, lease: 300, onBackendError: 'throw' as const }
+  // Another caller of the same key with its own in-process state, as another process would be.
+  let otherCalls = 0
+  const other = memoize(async (k: number) => (otherCalls++, k), opts)
+  let second: Promise<number> | undefined
+  const f = memoize(async (k: number) => {
+    // Holding the lease: start the other caller, then block this event loop for four leases.
+    second = other(k)
+    const until = Date.now() + 1200
+    while (Date.now() < until) {
+      // busy: no JS timer runs; the lease is renewed from Rust
+    }
+    await sleep(10)
+    return k
+  }, opts)
+  t.is(await f(1), 1)
+  t.is(await second, 1)
+  t.is(otherCalls, 0, 'the lease expired while the event loop was blocked, and the other caller computed')
+  t.is((await other.stats()).waits + (await other.stats()).hits, 1)
+  await f.close()
+  await other.close()
+})

@@ -1,0 +1,429 @@
+//! Stores on a server that several processes and machines share: Redis and SQL.
+//!
+//! Both speak the lease protocol of `docs/locks.md`:
+//! * **get-or-lock** is one atomic step on the server: it returns the value, or takes the key's
+//!   lease (a random owner token with an expiry judged by the server), or names the holder;
+//! * a held lease is **renewed from Rust** (a tokio task, every third of the lease), so a busy
+//!   JS event loop cannot lose it; a dead process stops renewing and its lease expires;
+//! * the **commit is fenced**: the value is written only while the token still owns the lease,
+//!   so a holder whose lease was taken over (or cleared) cannot overwrite a newer value;
+//! * an **abort** removes the lease and leaves the serialized error under the holder's token for
+//!   a while, so every caller that waited for that holder gets the original error;
+//! * **waiters** are woken by a notification (Redis pub/sub) and otherwise poll with backoff.
+//!
+//! Everything runs on one tokio runtime owned by the core ([`runtime`]), shared by every worker
+//! thread of the process; connection pools are shared per URL.
+
+pub mod redis;
+pub mod sql;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+use crate::envelope::{self, Freshness, Times};
+use crate::error::{CoreError, CoreResult};
+use crate::key::Digest;
+
+/// The runtime every remote store runs on: two worker threads, started on first use.
+pub fn runtime() -> &'static Runtime {
+  static RT: OnceLock<Runtime> = OnceLock::new();
+  RT.get_or_init(|| {
+    tokio::runtime::Builder::new_multi_thread()
+      .worker_threads(2)
+      .thread_name("cachette-io")
+      .enable_all()
+      .build()
+      .expect("cachette: cannot start the I/O runtime")
+  })
+}
+
+/// A lease owner token: 16 random bytes.
+pub type Token = [u8; 16];
+
+fn new_token() -> Token {
+  let mut t = [0u8; 16];
+  if getrandom::fill(&mut t).is_err() {
+    // No OS randomness: still unique per process and call, which is all a lease needs.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+      .duration_since(std::time::UNIX_EPOCH)
+      .map_or(0, |d| d.as_nanos());
+    let h = blake3::hash(format!("{}:{n}:{nanos}", std::process::id()).as_bytes());
+    t.copy_from_slice(&h.as_bytes()[..16]);
+  }
+  t
+}
+
+/// The part of a digest remote keys are named by (128 bits; the entry keeps all 256 and is
+/// compared on read).
+pub(crate) fn key_part(digest: &Digest) -> [u8; 16] {
+  let mut k = [0u8; 16];
+  k.copy_from_slice(&digest[..16]);
+  k
+}
+
+/// One try of the atomic get-or-lock on the server.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+  /// The entry is there (an envelope, not yet checked).
+  Value(Vec<u8>),
+  /// The caller's token now holds the lease.
+  Locked,
+  /// Another token holds the lease for about `remaining_ms` more.
+  Wait { holder: Token, remaining_ms: u64 },
+  /// The holder the caller waited for failed with this serialized error.
+  Failed(Vec<u8>),
+}
+
+/// How [`RemoteStore::acquire`] ended.
+#[derive(Debug)]
+pub enum Acquired {
+  /// A stored entry (fresh or stale; expired entries are misses).
+  Value(Times, Vec<u8>),
+  /// The caller holds the key's lease: compute, then [`RemoteStore::commit`] or [`RemoteStore::abort`].
+  Locked(Lease),
+  /// The computation this caller waited for failed with this serialized error.
+  Failed(Vec<u8>),
+  /// `timeout` passed while another caller held the lease.
+  TimedOut,
+}
+
+/// A held lease. Dropping it stops the renewal, so the lease expires on the server.
+#[derive(Debug)]
+pub struct Lease {
+  pub token: Token,
+  digest: Digest,
+  renewer: tokio::task::AbortHandle,
+}
+
+impl Drop for Lease {
+  fn drop(&mut self) {
+    self.renewer.abort();
+  }
+}
+
+/// Renewals stop after this long, so an endless computation cannot park waiters forever: its
+/// lease expires and one waiter takes over.
+const MAX_HOLD: Duration = Duration::from_secs(600);
+/// First and last polling interval of a waiter that gets no notification.
+const POLL_FIRST: Duration = Duration::from_millis(25);
+const POLL_MAX: Duration = Duration::from_millis(500);
+
+/// The operations of one server; every namespace on it shares the connections.
+pub(crate) enum Server {
+  Redis(redis::RedisServer),
+  Sql(sql::SqlServer),
+}
+
+macro_rules! on_server {
+  ($server:expr, $s:ident => $body:expr) => {
+    match $server {
+      Server::Redis($s) => $body,
+      Server::Sql($s) => $body,
+    }
+  };
+}
+
+/// Wake-ups of waiters in this process, by namespace and key.
+#[derive(Default)]
+pub(crate) struct Wakeups {
+  waiting: Mutex<HashMap<([u8; 8], [u8; 16]), Weak<Notify>>>,
+}
+
+impl Wakeups {
+  fn register(&self, ns: [u8; 8], key: [u8; 16]) -> Arc<Notify> {
+    let mut w = self.waiting.lock();
+    if let Some(n) = w.get(&(ns, key)).and_then(Weak::upgrade) {
+      return n;
+    }
+    if w.len() > 1024 {
+      w.retain(|_, n| n.strong_count() > 0);
+    }
+    let n = Arc::new(Notify::new());
+    w.insert((ns, key), Arc::downgrade(&n));
+    n
+  }
+
+  /// Wakes the waiters of one key (a notification arrived, or this process settled it).
+  pub(crate) fn wake(&self, ns: [u8; 8], key: [u8; 16]) {
+    let n = self.waiting.lock().get(&(ns, key)).and_then(Weak::upgrade);
+    if let Some(n) = n {
+      n.notify_waiters();
+    }
+  }
+
+  /// Wakes every waiter (a clear, or the notification channel was lost and reconnected).
+  pub(crate) fn wake_all(&self) {
+    let all: Vec<Arc<Notify>> = self.waiting.lock().values().filter_map(Weak::upgrade).collect();
+    for n in all {
+      n.notify_waiters();
+    }
+  }
+}
+
+/// One namespace on a shared server.
+pub struct RemoteStore {
+  server: Arc<Server>,
+  ns: [u8; 8],
+  clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl RemoteStore {
+  /// Opens namespace `ns` (a [`crate::key::Keyspace`] id) on the Redis or SQL server of `url`.
+  /// Nothing is contacted yet: the first operation connects, and each later one retries.
+  ///
+  /// # Errors
+  /// `InvalidConfig` for a URL of no known scheme, or an invalid table name.
+  pub fn open(spec: &ServerSpec, ns: [u8; 8]) -> CoreResult<Self> {
+    let server = open_server(spec)?;
+    Ok(RemoteStore {
+      server,
+      ns,
+      clock: crate::clock::system(),
+    })
+  }
+
+  fn now(&self) -> u64 {
+    self.clock.now_ms()
+  }
+
+  /// Reads an entry; `None` when absent, expired, foreign or corrupted.
+  pub async fn get(&self, digest: &Digest) -> CoreResult<Option<(Times, Vec<u8>)>> {
+    let raw = on_server!(&*self.server, s => s.get(self.ns, digest).await)?;
+    Ok(raw.and_then(|b| self.open_entry(digest, &b)))
+  }
+
+  fn open_entry(&self, digest: &Digest, bytes: &[u8]) -> Option<(Times, Vec<u8>)> {
+    let (times, payload) = envelope::open(digest, bytes)?;
+    (times.freshness(self.now()) != Freshness::Expired).then(|| (times, payload.to_vec()))
+  }
+
+  /// The miss path: returns the entry if there is one (`force`: ignore it), or takes the key's
+  /// lease, or waits for its holder (at most `timeout`) and tries again.
+  pub async fn acquire(&self, digest: &Digest, lease: Duration, timeout: Duration, force: bool) -> CoreResult<Acquired> {
+    let deadline = Instant::now() + timeout;
+    let token = new_token();
+    let key = key_part(digest);
+    let wakeups = on_server!(&*self.server, s => s.wakeups());
+    let notify = wakeups.register(self.ns, key);
+    let lease_ms = lease.as_millis().max(1) as u64;
+    let mut holder: Option<Token> = None;
+    let mut want_value = !force;
+    let mut poll = POLL_FIRST;
+    loop {
+      let notified = notify.notified();
+      tokio::pin!(notified);
+      notified.as_mut().enable();
+      let attempt =
+        on_server!(&*self.server, s => s.attempt(self.ns, digest, &token, lease_ms, holder.as_ref(), want_value).await)?;
+      match attempt {
+        Attempt::Value(bytes) => match self.open_entry(digest, &bytes) {
+          Some((times, payload)) => return Ok(Acquired::Value(times, payload)),
+          // Expired, foreign or damaged: treat it as absent.
+          None => want_value = false,
+        },
+        Attempt::Locked => return Ok(Acquired::Locked(self.hold(digest, token, lease))),
+        Attempt::Failed(e) => return Ok(Acquired::Failed(e)),
+        Attempt::Wait { holder: h, remaining_ms } => {
+          if holder != Some(h) {
+            poll = POLL_FIRST;
+          }
+          holder = Some(h);
+          let now = Instant::now();
+          if now >= deadline {
+            return Ok(Acquired::TimedOut);
+          }
+          let until_expiry = Duration::from_millis(remaining_ms.saturating_add(2));
+          let wait = poll.min(deadline - now).min(until_expiry);
+          tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(wait) => {}
+          }
+          poll = (poll * 2).min(POLL_MAX);
+          // A waiter that finds the value after the holder finished reads it.
+          want_value = !force || holder.is_some();
+        }
+      }
+    }
+  }
+
+  /// Starts renewing a lease just taken.
+  fn hold(&self, digest: &Digest, token: Token, lease: Duration) -> Lease {
+    let server = Arc::downgrade(&self.server);
+    let ns = self.ns;
+    let d = *digest;
+    let lease_ms = lease.as_millis().max(1) as u64;
+    let every = (lease / 3).max(Duration::from_millis(1));
+    let task = runtime().spawn(async move {
+      let started = Instant::now();
+      while started.elapsed() < MAX_HOLD {
+        tokio::time::sleep(every).await;
+        let Some(server) = server.upgrade() else { return };
+        // A failed renewal (server briefly unreachable) is retried at the next tick; a refused
+        // one (the lease was taken over or cleared) ends the renewal.
+        if let Ok(false) = on_server!(&*server, s => s.renew(ns, &d, &token, lease_ms).await) {
+          return;
+        }
+      }
+    });
+    Lease {
+      token,
+      digest: *digest,
+      renewer: task.abort_handle(),
+    }
+  }
+
+  /// Stores the computed entry if `lease` still owns the key, releases it and wakes the waiters.
+  /// False when the lease was lost (taken over after expiry, or cleared): nothing is written.
+  pub async fn commit(&self, lease: Lease, payload: &[u8], times: Times) -> CoreResult<bool> {
+    lease.renewer.abort();
+    let env = envelope::seal(&lease.digest, times, payload);
+    let ttl = ttl_ms(times, self.now());
+    on_server!(&*self.server, s => s.commit(self.ns, &lease.digest, &lease.token, &env, ttl, times.expires_ms).await)
+  }
+
+  /// Releases `lease` without a value. `error` (serialized) reaches every caller that waited for it.
+  pub async fn abort(&self, lease: Lease, error: Option<&[u8]>, lease_len: Duration) -> CoreResult<()> {
+    lease.renewer.abort();
+    let keep = lease_len.as_millis().max(1000) as u64;
+    on_server!(&*self.server, s => s.abort(self.ns, &lease.digest, &lease.token, error, keep).await)
+  }
+
+  /// Stores an entry without a lease (`set()`, or a caller that gave up waiting).
+  pub async fn put(&self, digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
+    let env = envelope::seal(digest, times, payload);
+    let ttl = ttl_ms(times, self.now());
+    on_server!(&*self.server, s => s.put(self.ns, digest, &env, ttl, times.expires_ms).await)
+  }
+
+  /// Removes an entry and its lease (a computation in flight will not store it); true if the
+  /// entry was there.
+  pub async fn delete(&self, digest: &Digest) -> CoreResult<bool> {
+    on_server!(&*self.server, s => s.delete(self.ns, digest).await)
+  }
+
+  /// Removes every entry and lease of the namespace.
+  pub async fn clear(&self) -> CoreResult<()> {
+    on_server!(&*self.server, s => s.clear(self.ns).await)
+  }
+
+  /// Removes every lease of the namespace, so waiters stop waiting; returns how many.
+  pub async fn clear_locks(&self) -> CoreResult<u64> {
+    on_server!(&*self.server, s => s.clear_locks(self.ns).await)
+  }
+
+  /// Entries of the namespace that have not expired.
+  pub async fn len(&self) -> CoreResult<u64> {
+    on_server!(&*self.server, s => s.len(self.ns, self.now()).await)
+  }
+
+  /// Whether the server answers.
+  pub async fn ping(&self) -> CoreResult<()> {
+    on_server!(&*self.server, s => s.ping().await)
+  }
+}
+
+/// Milliseconds an entry lives on the server (0: no expiry).
+fn ttl_ms(times: Times, now: u64) -> u64 {
+  if times.expires_ms == envelope::NEVER {
+    0
+  } else {
+    times.expires_ms.saturating_sub(now).max(1)
+  }
+}
+
+/// Where a remote store lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerSpec {
+  /// One URL, or several nodes of a Redis Cluster.
+  pub urls: Vec<String>,
+  /// Redis: connect in cluster mode (implied by several URLs).
+  pub cluster: bool,
+  /// Redis key prefix, or the SQL table name.
+  pub prefix: String,
+}
+
+fn open_server(spec: &ServerSpec) -> CoreResult<Arc<Server>> {
+  static OPEN: OnceLock<Mutex<HashMap<ServerSpec, Weak<Server>>>> = OnceLock::new();
+  let mut open = OPEN.get_or_init(Default::default).lock();
+  if let Some(s) = open.get(spec).and_then(Weak::upgrade) {
+    return Ok(s);
+  }
+  let first = spec.urls.first().ok_or_else(|| CoreError::InvalidConfig {
+    reason: "no server URL given".into(),
+  })?;
+  let scheme = first.split("://").next().unwrap_or_default().to_ascii_lowercase();
+  let server = Arc::new(match scheme.as_str() {
+    "redis" | "rediss" | "valkey" | "valkeys" => Server::Redis(redis::RedisServer::new(spec)?),
+    "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => Server::Sql(sql::SqlServer::new(spec)?),
+    _ => {
+      return Err(CoreError::InvalidConfig {
+        reason: format!(
+          "unknown URL scheme in {}; expected redis://, rediss://, postgres://, mysql:// or sqlite://",
+          redact(first)
+        ),
+      })
+    }
+  });
+  open.retain(|_, w| w.strong_count() > 0);
+  open.insert(spec.clone(), Arc::downgrade(&server));
+  Ok(server)
+}
+
+/// A URL with its password replaced, for error messages.
+pub fn redact(url: &str) -> String {
+  let Some((scheme, rest)) = url.split_once("://") else {
+    return url.to_owned();
+  };
+  let (auth, host) = match rest.rfind('@') {
+    Some(i) => (&rest[..i], &rest[i + 1..]),
+    None => return url.to_owned(),
+  };
+  match auth.split_once(':') {
+    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+    None => url.to_owned(),
+  }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+  //! Server URLs for tests: the environment's, or the standard local ports.
+  pub fn redis_url() -> String {
+    std::env::var("CACHETTE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+  }
+  pub fn pg_url() -> String {
+    std::env::var("CACHETTE_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+  }
+  pub fn mysql_url() -> String {
+    std::env::var("CACHETTE_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn redact_hides_passwords_only() {
+    assert_eq!(redact("redis://u:secret@h:1/2"), "redis://u:***@h:1/2");
+    assert_eq!(redact("redis://h:1"), "redis://h:1");
+    assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+  }
+
+  #[test]
+  fn unknown_scheme_is_a_config_error() {
+    let spec = ServerSpec {
+      urls: vec!["ftp://x".into()],
+      cluster: false,
+      prefix: "p".into(),
+    };
+    let err = RemoteStore::open(&spec, [0; 8]).err().expect("refused");
+    assert_eq!(err.code(), "ERR_INVALID_OPTION");
+  }
+}
