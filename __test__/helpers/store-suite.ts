@@ -444,10 +444,11 @@ export function storeSuite(b: Backend): void {
 
   test(title('memoize() recomputes an entry once its ttl has passed'), async (t) => {
     const c = counted<[number]>()
-    const f = b.memoize(c.fn, { ttl: 100 })
+    // 400 ms: room for a loaded machine between the first two calls.
+    const f = b.memoize(c.fn, { ttl: 400 })
     t.deepEqual(await f(1), { n: 1 })
     t.deepEqual(await f(1), { n: 1 })
-    await sleep(150)
+    await sleep(450)
     t.false(await f.has(1))
     t.deepEqual(await f(1), { n: 2 })
     t.is(c.calls(), 2)
