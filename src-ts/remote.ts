@@ -154,6 +154,23 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     background: boolean,
   ): Promise<unknown> {
     const s = store!
+    if (!force) {
+      // The hit path: one plain read. Only a miss goes on to the get-or-lock script.
+      const found = await native<Found | null>(s.get(io))
+      if (found === undefined) return computeUnleased(self, args, undefined)
+      if (found !== null && (maxAge === undefined || Date.now() - found.created <= maxAge)) {
+        const { value, ok } = decode(found.payload)
+        if (ok) {
+          if (found.fresh) stats.hits++
+          else {
+            stats.staleHits++
+            if (!background) revalidate(self, args, io)
+          }
+          return value
+        }
+      }
+      if (found !== null) force = true // too old for this call, or unreadable: overwrite it
+    }
     let r = await native<Acquire>(s.acquire(io, lease, lockTimeout, force))
     if (r === undefined) return computeUnleased(self, args, undefined)
     if (r.state === 0 && maxAge !== undefined && Date.now() - (r.created ?? 0) > maxAge) {

@@ -34,7 +34,7 @@ pub fn runtime() -> &'static Runtime {
   static RT: OnceLock<Runtime> = OnceLock::new();
   RT.get_or_init(|| {
     tokio::runtime::Builder::new_multi_thread()
-      .worker_threads(2)
+      .worker_threads(1)
       .thread_name("cachette-io")
       .enable_all()
       .build()
