@@ -14,25 +14,25 @@ export declare class NativeRemote {
   /** Hashes an encoded argument list into `io` (the digest fills bytes 0–31). */
   hash(key: Uint8Array, io: Buffer): void
   /** Reads the entry of the digest in `io`: `null` when absent. */
-  get(io: Uint8Array): Promise<Found | null | Failure>
+  get(id: number, io: Uint8Array): void
   /** The miss path: the entry, or the key's lease, or the error of the computation waited for. */
-  acquire(io: Uint8Array, leaseMs: number, timeoutMs: number, force: boolean): Promise<Acquire | Failure>
+  acquire(id: number, io: Uint8Array, leaseMs: number, timeoutMs: number, force: boolean): void
   /** Stores the computed payload if the lease still owns the key; resolves whether it did. */
-  commit(lease: number, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): Promise<boolean | Failure>
+  commit(id: number, lease: number, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): void
   /** Releases the lease without a value; `error` (serialized) reaches the callers waiting for it. */
-  abort(lease: number, error: Buffer | undefined | null, leaseMs: number): Promise<null | Failure>
+  abort(id: number, lease: number, error: Buffer | undefined | null, leaseMs: number): void
   /** Stores a payload without a lease. */
-  put(io: Uint8Array, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): Promise<null | Failure>
+  put(id: number, io: Uint8Array, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): void
   /** Removes the entry (and lease) of the digest in `io`; resolves whether an entry was there. */
-  delete(io: Uint8Array): Promise<boolean | Failure>
+  delete(id: number, io: Uint8Array): void
   /** Removes every entry and lease of the namespace. */
-  clear(): Promise<null | Failure>
+  clear(id: number): void
   /** Removes every lease of the namespace; resolves how many there were. */
-  clearLocks(): Promise<number | Failure>
+  clearLocks(id: number): void
   /** Entries of the namespace that have not expired. */
-  size(): Promise<number | Failure>
+  size(id: number): void
   /** Resolves once the server answers. */
-  ping(): Promise<null | Failure>
+  ping(id: number): void
   /**
    * Closes this handle: leases still held are released (their callers' commits are refused),
    * and the server's connections close once no namespace uses them.
@@ -144,3 +144,12 @@ export declare function openShared(namespace: string, maxEntries?: number | unde
  * (a terminated worker), every calculation lock it held is released so a waiter takes over.
  */
 export declare function registerOwner(): number
+
+/**
+ * Registers this JS thread's completion callback `([id, result]) => void`. It does not keep the
+ * event loop alive by itself: [`remote_ref`] holds it while requests are pending.
+ */
+export declare function remoteCompletions(callback: (done: [id: number, result: unknown]) => void): void
+
+/** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
+export declare function remoteRef(hold: boolean): void

@@ -842,3 +842,5 @@ module.exports.openDisk = nativeBinding.openDisk
 module.exports.openRemote = nativeBinding.openRemote
 module.exports.openShared = nativeBinding.openShared
 module.exports.registerOwner = nativeBinding.registerOwner
+module.exports.remoteCompletions = nativeBinding.remoteCompletions
+module.exports.remoteRef = nativeBinding.remoteRef

@@ -4,10 +4,11 @@
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding = require('../index.js') as typeof import('../index')
 
-export type { NativeStore, NativeRemote, LockResult, Failure, Acquire, Found } from '../index'
+import type { Acquire, Failure, Found, NativeRemote } from '../index'
+
+export type { NativeStore, LockResult, Failure, Acquire, Found } from '../index'
 export const openDisk = binding.openDisk
 export const openShared = binding.openShared
-export const openRemote = binding.openRemote
 /** Bytes of the `io` buffer shared with native calls. */
 export const IO_BYTES = binding.IO_BYTES
 /** Offsets inside `io`: the digest fills bytes 0–31. */
@@ -16,3 +17,81 @@ export const IO_CREATED = 40
 
 /** This thread's owner id: its calculation locks are released if the thread dies. */
 export const OWNER: number = binding.registerOwner()
+
+/*
+ * Requests to the Redis and SQL stores: each gets an id and a promise here; the core reports
+ * every completion of this thread through one callback. The event loop is held open only while
+ * requests are pending, so an idle process exits at once.
+ */
+const pending = new Map<number, (result: unknown) => void>()
+let nextRequest = 1
+let listening = false
+
+function complete([id, result]: [number, unknown]): void {
+  const resolve = pending.get(id)
+  pending.delete(id)
+  if (pending.size === 0) binding.remoteRef(false)
+  resolve?.(result)
+}
+
+function request<T>(send: (id: number) => void): Promise<T | Failure> {
+  if (!listening) {
+    binding.remoteCompletions(complete)
+    listening = true
+  }
+  const id = nextRequest
+  nextRequest = nextRequest === 0x7fffffff ? 1 : nextRequest + 1
+  const p = new Promise<T | Failure>((resolve) => pending.set(id, resolve as (result: unknown) => void))
+  if (pending.size === 1) binding.remoteRef(true)
+  try {
+    send(id)
+  } catch (e) {
+    pending.delete(id)
+    if (pending.size === 0) binding.remoteRef(false)
+    throw e
+  }
+  return p
+}
+
+/** One namespace on a Redis server or an SQL database; every operation resolves a value or a `Failure`. */
+export class Remote {
+  constructor(private readonly n: NativeRemote) {}
+  hash(key: Uint8Array, io: Buffer): void {
+    this.n.hash(key, io)
+  }
+  get(io: Buffer) {
+    return request<Found | null>((id) => this.n.get(id, io))
+  }
+  acquire(io: Buffer, leaseMs: number, timeoutMs: number, force: boolean) {
+    return request<Acquire>((id) => this.n.acquire(id, io, leaseMs, timeoutMs, force))
+  }
+  commit(lease: number, payload: Buffer, staleAt: number, expires: number, now: number) {
+    return request<boolean>((id) => this.n.commit(id, lease, payload, staleAt, expires, now))
+  }
+  abort(lease: number, error: Buffer | null, leaseMs: number) {
+    return request<null>((id) => this.n.abort(id, lease, error, leaseMs))
+  }
+  put(io: Buffer, payload: Buffer, staleAt: number, expires: number, now: number) {
+    return request<null>((id) => this.n.put(id, io, payload, staleAt, expires, now))
+  }
+  delete(io: Buffer) {
+    return request<boolean>((id) => this.n.delete(id, io))
+  }
+  clear() {
+    return request<null>((id) => this.n.clear(id))
+  }
+  clearLocks() {
+    return request<number>((id) => this.n.clearLocks(id))
+  }
+  size() {
+    return request<number>((id) => this.n.size(id))
+  }
+  close(): void {
+    this.n.close()
+  }
+}
+
+/** Opens `namespace` on the server of `urls` (several: a Redis Cluster); `prefix` is the key prefix or table. */
+export function openRemote(urls: string[], cluster: boolean, prefix: string, namespace: string): Remote {
+  return new Remote(binding.openRemote(urls, cluster, prefix, namespace))
+}

@@ -1,7 +1,7 @@
 import { CachetteError, closedError, fromNative } from './errors'
 import { encodeKey } from './key'
 import { openRemote } from './native'
-import type { Acquire, Failure, Found, NativeRemote } from './native'
+import type { Acquire, Failure, Found, Remote } from './native'
 import type { ResolvedOptions } from './options'
 import { codecFor, decodeError, decodePayload, encodeError, encodePayload, UNREADABLE } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
@@ -32,7 +32,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   /** Leases held now; `clearLocks()` releases them and their commits are then refused. */
   const held = new Set<number>()
   let closed = false
-  let store: NativeRemote | null = null
+  let store: Remote | null = null
 
   /** Reports a store failure: rethrown with `onBackendError: 'throw'`, else warned once. */
   function backendFailure(e: unknown): void {
@@ -47,7 +47,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   } catch (e) {
     // An invalid URL is the caller's mistake: say so at memoize() time.
     const err = fromNative(e)
-    if (err.code === 'ERR_INVALID_OPTION') throw new TypeError(err.message)
+    if (err.code === 'ERR_INVALID_OPTION') throw new TypeError(err.message, { cause: e })
     backendFailure(err)
   }
 
@@ -258,7 +258,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     return (await native<Found | null>(store!.get(io))) ?? undefined
   }
 
-  function ensureOpen(): NativeRemote | null {
+  function ensureOpen(): Remote | null {
     if (closed) throw closedError(o.namespace)
     return store
   }

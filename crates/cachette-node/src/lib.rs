@@ -21,7 +21,7 @@ use cachette_core::store::memory::SharedMemory;
 use cachette_core::store::{Claimed, LockOutcome, Store};
 use cachette_core::CoreError;
 
-mod remote;
+pub mod remote;
 
 /// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
 /// `src-ts/errors.ts` turns them into `CachetteError`s with that `code`.

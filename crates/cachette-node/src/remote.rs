@@ -1,6 +1,10 @@
-//! Binding of the Redis and SQL stores: every operation runs on the core's runtime and settles a
-//! promise; failures resolve as `Failure` objects, like the disk store's asynchronous calls.
+//! Binding of the Redis and SQL stores. Every operation runs on the core's runtime and reports
+//! back through one persistent thread-safe function per JS thread ([`remote_completions`]),
+//! called with the request id the JS side chose; failures arrive as `Failure` objects. One
+//! completion function for all requests avoids creating a promise handle (a thread-safe function
+//! and a cleanup hook) per call, and lets the JS thread drain many completions per wake-up.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Env;
 use napi_derive::napi;
 use parking_lot::Mutex;
@@ -17,7 +22,94 @@ use cachette_core::key::{Keyspace, DIGEST_LEN};
 use cachette_core::store::remote::{runtime, Acquired, Lease, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
-use crate::{coded, digest_of, failure, invalid, now_ms, times};
+use crate::{coded, digest_of, failure, invalid, now_ms, times, Failure};
+
+/// What a request resolves with.
+pub enum Done {
+  Found(Option<Found>),
+  Acquire(Acquire),
+  Bool(bool),
+  Number(f64),
+  Nothing,
+  Failed(Failure),
+}
+
+impl ToNapiValue for Done {
+  unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> Result<napi::sys::napi_value> {
+    match val {
+      Done::Found(f) => Option::<Found>::to_napi_value(env, f),
+      Done::Acquire(a) => Acquire::to_napi_value(env, a),
+      Done::Bool(b) => bool::to_napi_value(env, b),
+      Done::Number(n) => f64::to_napi_value(env, n),
+      Done::Nothing => Null::to_napi_value(env, Null),
+      Done::Failed(f) => Failure::to_napi_value(env, f),
+    }
+  }
+}
+
+type Completions = ThreadsafeFunction<(u32, Done), (), (u32, Done), Status, false, true, 0>;
+
+thread_local! {
+  /// This JS thread's completion function (see [`remote_completions`]).
+  static COMPLETIONS: RefCell<Option<Arc<Completions>>> = const { RefCell::new(None) };
+}
+
+/// Registers this JS thread's completion callback `([id, result]) => void`. It does not keep the
+/// event loop alive by itself: [`remote_ref`] holds it while requests are pending.
+#[napi(ts_args_type = "callback: (done: [id: number, result: unknown]) => void")]
+pub fn remote_completions(callback: Function<(u32, Done), ()>) -> Result<()> {
+  let tsfn: Completions = callback
+    .build_threadsafe_function::<(u32, Done)>()
+    .callee_handled::<false>()
+    .weak::<true>()
+    .build()?;
+  COMPLETIONS.with(|c| *c.borrow_mut() = Some(Arc::new(tsfn)));
+  Ok(())
+}
+
+/// Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go.
+#[napi]
+pub fn remote_ref(env: Env, hold: bool) -> Result<()> {
+  COMPLETIONS.with(|c| {
+    let Some(t) = c.borrow().clone() else { return Ok(()) };
+    // SAFETY: called on the JS thread that created the function, which is still alive.
+    let status = unsafe {
+      if hold {
+        napi::sys::napi_ref_threadsafe_function(env.raw(), t.raw())
+      } else {
+        napi::sys::napi_unref_threadsafe_function(env.raw(), t.raw())
+      }
+    };
+    if status == napi::sys::Status::napi_ok {
+      Ok(())
+    } else {
+      Err(Error::new(
+        Status::from(status),
+        "cannot (un)ref the completion function",
+      ))
+    }
+  })
+}
+
+/// Runs `fut` on the core's runtime; its result (through `done`), or a `Failure`, is reported
+/// as request `id`.
+fn settle<T: Send + 'static>(
+  id: u32,
+  fut: impl Future<Output = CoreResult<T>> + Send + 'static,
+  done: impl FnOnce(T) -> Done + Send + 'static,
+) -> Result<()> {
+  let tsfn = COMPLETIONS
+    .with(|c| c.borrow().clone())
+    .ok_or_else(|| invalid("remoteCompletions() was not called on this thread"))?;
+  runtime().spawn(async move {
+    let r = match fut.await {
+      Ok(v) => done(v),
+      Err(e) => Done::Failed(failure(e)),
+    };
+    tsfn.call((id, r), ThreadsafeFunctionCallMode::NonBlocking);
+  });
+  Ok(())
+}
 
 /// What `acquire` found.
 #[napi(object)]
@@ -50,6 +142,42 @@ pub struct NativeRemote {
 
 static NEXT_LEASE: AtomicU32 = AtomicU32::new(1);
 
+/// The JS view of an acquire; a held lease is kept here and named by an id.
+fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
+  let none = Acquire {
+    state: 3,
+    payload: None,
+    fresh: None,
+    created: None,
+    lease: None,
+    error: None,
+  };
+  match a {
+    Acquired::Value(t, payload) => Acquire {
+      state: 0,
+      fresh: Some(t.freshness(now_ms()) == Freshness::Fresh),
+      created: Some(t.created_ms as f64),
+      payload: Some(payload.into()),
+      ..none
+    },
+    Acquired::Locked(l) => {
+      let id = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
+      leases.lock().insert(id, l);
+      Acquire {
+        state: 1,
+        lease: Some(id),
+        ..none
+      }
+    }
+    Acquired::Failed(e) => Acquire {
+      state: 2,
+      error: Some(e.into()),
+      ..none
+    },
+    Acquired::TimedOut => none,
+  }
+}
+
 /// Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
 /// key prefix or the SQL table. Nothing is contacted until the first operation.
 #[napi]
@@ -62,30 +190,6 @@ pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: 
     keyspace,
     leases: Arc::default(),
   })
-}
-
-/// Runs `fut` on the core's runtime and settles the returned promise with `done`'s value, or a
-/// `Failure`.
-fn settle<'env, T, V>(
-  env: &'env Env,
-  fut: impl Future<Output = CoreResult<T>> + Send + 'static,
-  done: impl FnOnce(T) -> V + Send + 'static,
-) -> Result<Object<'env>>
-where
-  T: Send + 'static,
-  V: ToNapiValue + 'static,
-{
-  let (deferred, promise) = env.create_deferred()?;
-  runtime().spawn(async move {
-    let r = fut.await;
-    deferred.resolve(move |_env| {
-      Ok(match r {
-        Ok(v) => Either::A(done(v)),
-        Err(e) => Either::B(failure(e)),
-      })
-    });
-  });
-  Ok(promise)
 }
 
 fn ms(x: f64) -> Duration {
@@ -109,160 +213,123 @@ impl NativeRemote {
   }
 
   /// Reads the entry of the digest in `io`: `null` when absent.
-  #[napi(ts_return_type = "Promise<Found | null | Failure>")]
-  pub fn get<'env>(&self, env: &'env Env, io: &[u8]) -> Result<Object<'env>> {
+  #[napi]
+  pub fn get(&self, id: u32, io: &[u8]) -> Result<()> {
     let d = digest_of(io)?;
     let s = self.store()?;
-    settle(env, async move { s.get(&d).await }, |found| {
-      found.map(|(t, payload)| Found {
+    settle(id, async move { s.get(&d).await }, |found| {
+      Done::Found(found.map(|(t, payload)| Found {
         fresh: t.freshness(now_ms()) == Freshness::Fresh,
         created: t.created_ms as f64,
         payload: payload.into(),
-      })
+      }))
     })
   }
 
   /// The miss path: the entry, or the key's lease, or the error of the computation waited for.
-  #[napi(ts_return_type = "Promise<Acquire | Failure>")]
-  pub fn acquire<'env>(&self, env: &'env Env, io: &[u8], lease_ms: f64, timeout_ms: f64, force: bool) -> Result<Object<'env>> {
+  #[napi]
+  pub fn acquire(&self, id: u32, io: &[u8], lease_ms: f64, timeout_ms: f64, force: bool) -> Result<()> {
     let d = digest_of(io)?;
     let s = self.store()?;
     let leases = self.leases.clone();
     let (lease, timeout) = (ms(lease_ms), ms(timeout_ms));
-    settle(env, async move { s.acquire(&d, lease, timeout, force).await }, move |a| {
-      let none = Acquire {
-        state: 3,
-        payload: None,
-        fresh: None,
-        created: None,
-        lease: None,
-        error: None,
-      };
-      match a {
-        Acquired::Value(t, payload) => Acquire {
-          state: 0,
-          fresh: Some(t.freshness(now_ms()) == Freshness::Fresh),
-          created: Some(t.created_ms as f64),
-          payload: Some(payload.into()),
-          ..none
-        },
-        Acquired::Locked(l) => {
-          let id = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
-          leases.lock().insert(id, l);
-          Acquire {
-            state: 1,
-            lease: Some(id),
-            ..none
-          }
-        }
-        Acquired::Failed(e) => Acquire {
-          state: 2,
-          error: Some(e.into()),
-          ..none
-        },
-        Acquired::TimedOut => none,
-      }
-    })
+    settle(
+      id,
+      async move { s.acquire(&d, lease, timeout, force).await },
+      move |a| Done::Acquire(acquired(a, &leases)),
+    )
   }
 
   /// Stores the computed payload if the lease still owns the key; resolves whether it did.
-  #[napi(ts_return_type = "Promise<boolean | Failure>")]
-  pub fn commit<'env>(
+  #[napi]
+  pub fn commit(
     &self,
-    env: &'env Env,
+    id: u32,
     lease: u32,
     payload: Buffer,
     stale_at_ms: f64,
     expires_ms: f64,
     now: f64,
-  ) -> Result<Object<'env>> {
+  ) -> Result<()> {
     let s = self.store()?;
     let l = self.leases.lock().remove(&lease);
     let t = times(stale_at_ms, expires_ms, now);
     let payload = payload.to_vec();
     settle(
-      env,
+      id,
       async move {
         match l {
           Some(l) => s.commit(l, &payload, t).await,
           None => Ok(false),
         }
       },
-      |b| b,
+      Done::Bool,
     )
   }
 
   /// Releases the lease without a value; `error` (serialized) reaches the callers waiting for it.
-  #[napi(ts_return_type = "Promise<null | Failure>")]
-  pub fn abort<'env>(&self, env: &'env Env, lease: u32, error: Option<Buffer>, lease_ms: f64) -> Result<Object<'env>> {
+  #[napi]
+  pub fn abort(&self, id: u32, lease: u32, error: Option<Buffer>, lease_ms: f64) -> Result<()> {
     let s = self.store()?;
     let l = self.leases.lock().remove(&lease);
     let error = error.map(|e| e.to_vec());
     let keep = ms(lease_ms);
     settle(
-      env,
+      id,
       async move {
         match l {
           Some(l) => s.abort(l, error.as_deref(), keep).await,
           None => Ok(()),
         }
       },
-      |()| Null,
+      |()| Done::Nothing,
     )
   }
 
   /// Stores a payload without a lease.
-  #[napi(ts_return_type = "Promise<null | Failure>")]
-  pub fn put<'env>(
-    &self,
-    env: &'env Env,
-    io: &[u8],
-    payload: Buffer,
-    stale_at_ms: f64,
-    expires_ms: f64,
-    now: f64,
-  ) -> Result<Object<'env>> {
+  #[napi]
+  pub fn put(&self, id: u32, io: &[u8], payload: Buffer, stale_at_ms: f64, expires_ms: f64, now: f64) -> Result<()> {
     let d = digest_of(io)?;
     let s = self.store()?;
     let t = times(stale_at_ms, expires_ms, now);
     let payload = payload.to_vec();
-    settle(env, async move { s.put(&d, &payload, t).await }, |()| Null)
+    settle(id, async move { s.put(&d, &payload, t).await }, |()| Done::Nothing)
   }
 
   /// Removes the entry (and lease) of the digest in `io`; resolves whether an entry was there.
-  #[napi(ts_return_type = "Promise<boolean | Failure>")]
-  pub fn delete<'env>(&self, env: &'env Env, io: &[u8]) -> Result<Object<'env>> {
+  #[napi]
+  pub fn delete(&self, id: u32, io: &[u8]) -> Result<()> {
     let d = digest_of(io)?;
     let s = self.store()?;
-    settle(env, async move { s.delete(&d).await }, |b| b)
+    settle(id, async move { s.delete(&d).await }, Done::Bool)
   }
 
   /// Removes every entry and lease of the namespace.
-  #[napi(ts_return_type = "Promise<null | Failure>")]
-  pub fn clear<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+  #[napi]
+  pub fn clear(&self, id: u32) -> Result<()> {
     let s = self.store()?;
-    settle(env, async move { s.clear().await }, |()| Null)
+    settle(id, async move { s.clear().await }, |()| Done::Nothing)
   }
 
   /// Removes every lease of the namespace; resolves how many there were.
-  #[napi(ts_return_type = "Promise<number | Failure>")]
-  pub fn clear_locks<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+  #[napi]
+  pub fn clear_locks(&self, id: u32) -> Result<()> {
     let s = self.store()?;
-    settle(env, async move { s.clear_locks().await }, |n| n as f64)
+    settle(id, async move { s.clear_locks().await }, |n| Done::Number(n as f64))
   }
 
   /// Entries of the namespace that have not expired.
-  #[napi(ts_return_type = "Promise<number | Failure>")]
-  pub fn size<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+  #[napi]
+  pub fn size(&self, id: u32) -> Result<()> {
     let s = self.store()?;
-    settle(env, async move { s.len().await }, |n| n as f64)
+    settle(id, async move { s.len().await }, |n| Done::Number(n as f64))
   }
 
   /// Resolves once the server answers.
-  #[napi(ts_return_type = "Promise<null | Failure>")]
-  pub fn ping<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+  #[napi]
+  pub fn ping(&self, id: u32) -> Result<()> {
     let s = self.store()?;
-    settle(env, async move { s.ping().await }, |()| Null)
+    settle(id, async move { s.ping().await }, |()| Done::Nothing)
   }
 
   /// Closes this handle: leases still held are released (their callers' commits are refused),

@@ -118,7 +118,7 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 /// The operations of one server; every namespace on it shares the connections.
 pub(crate) enum Server {
   Redis(redis::RedisServer),
-  Sql(sql::SqlServer),
+  Sql(Box<sql::SqlServer>),
 }
 
 macro_rules! on_server {
@@ -130,10 +130,13 @@ macro_rules! on_server {
   };
 }
 
+/// A namespace id and a key: what a settled key is announced by.
+type KeyOf = ([u8; 8], [u8; 16]);
+
 /// Wake-ups of waiters in this process, by namespace and key.
 #[derive(Default)]
 pub(crate) struct Wakeups {
-  waiting: Mutex<HashMap<([u8; 8], [u8; 16]), Weak<Notify>>>,
+  waiting: Mutex<HashMap<KeyOf, Weak<Notify>>>,
 }
 
 impl Wakeups {
@@ -206,7 +209,13 @@ impl RemoteStore {
 
   /// The miss path: returns the entry if there is one (`force`: ignore it), or takes the key's
   /// lease, or waits for its holder (at most `timeout`) and tries again.
-  pub async fn acquire(&self, digest: &Digest, lease: Duration, timeout: Duration, force: bool) -> CoreResult<Acquired> {
+  pub async fn acquire(
+    &self,
+    digest: &Digest,
+    lease: Duration,
+    timeout: Duration,
+    force: bool,
+  ) -> CoreResult<Acquired> {
     let deadline = Instant::now() + timeout;
     let token = new_token();
     let key = key_part(digest);
@@ -220,8 +229,7 @@ impl RemoteStore {
       let notified = notify.notified();
       tokio::pin!(notified);
       notified.as_mut().enable();
-      let attempt =
-        on_server!(&*self.server, s => s.attempt(self.ns, digest, &token, lease_ms, holder.as_ref(), want_value).await)?;
+      let attempt = on_server!(&*self.server, s => s.attempt(self.ns, digest, &token, lease_ms, holder.as_ref(), want_value).await)?;
       match attempt {
         Attempt::Value(bytes) => match self.open_entry(digest, &bytes) {
           Some((times, payload)) => return Ok(Acquired::Value(times, payload)),
@@ -230,7 +238,10 @@ impl RemoteStore {
         },
         Attempt::Locked => return Ok(Acquired::Locked(self.hold(digest, token, lease))),
         Attempt::Failed(e) => return Ok(Acquired::Failed(e)),
-        Attempt::Wait { holder: h, remaining_ms } => {
+        Attempt::Wait {
+          holder: h,
+          remaining_ms,
+        } => {
           if holder != Some(h) {
             poll = POLL_FIRST;
           }
@@ -361,7 +372,7 @@ fn open_server(spec: &ServerSpec) -> CoreResult<Arc<Server>> {
   let scheme = first.split("://").next().unwrap_or_default().to_ascii_lowercase();
   let server = Arc::new(match scheme.as_str() {
     "redis" | "rediss" | "valkey" | "valkeys" => Server::Redis(redis::RedisServer::new(spec)?),
-    "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => Server::Sql(sql::SqlServer::new(spec)?),
+    "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => Server::Sql(Box::new(sql::SqlServer::new(spec)?)),
     _ => {
       return Err(CoreError::InvalidConfig {
         reason: format!(

@@ -220,7 +220,12 @@ impl RedisServer {
 
   /// Maps a command error: lost connections and timeouts are `ServerUnavailable`, the rest `Io`.
   fn failed(&self, e: &redis::RedisError) -> CoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() {
+    if e.is_io_error()
+      || e.is_timeout()
+      || e.is_connection_dropped()
+      || e.is_connection_refusal()
+      || e.is_unrecoverable_error()
+    {
       self.unavailable(e)
     } else {
       CoreError::io(format!("redis {}: {e}", self.shown))
@@ -407,7 +412,14 @@ impl RedisServer {
     Ok(())
   }
 
-  pub(crate) async fn put(&self, ns: [u8; 8], digest: &Digest, envelope: &[u8], ttl_ms: u64, expires_ms: u64) -> CoreResult<()> {
+  pub(crate) async fn put(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    envelope: &[u8],
+    ttl_ms: u64,
+    expires_ms: u64,
+  ) -> CoreResult<()> {
     let b = self.base(ns);
     let kp = key_part(digest);
     let mut inv = scripts().put.prepare_invoke();
@@ -480,7 +492,14 @@ impl RedisServer {
 
   pub(crate) async fn len(&self, ns: [u8; 8], now: u64) -> CoreResult<u64> {
     let b = self.base(ns);
-    self.cmd(redis::cmd("ZCOUNT").arg(format!("{b}i")).arg(format!("({now}")).arg("+inf")).await
+    self
+      .cmd(
+        redis::cmd("ZCOUNT")
+          .arg(format!("{b}i"))
+          .arg(format!("({now}"))
+          .arg("+inf"),
+      )
+      .await
   }
 }
 
@@ -572,10 +591,18 @@ mod tests {
       s.clear().await.expect("clear");
       let d = ks.digest_encoded(b"k1");
       let lease = Duration::from_millis(300);
-      let a = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire");
-      let Acquired::Locked(l1) = a else { panic!("expected the lease, got {a:?}") };
+      let a = s
+        .acquire(&d, lease, Duration::from_secs(1), false)
+        .await
+        .expect("acquire");
+      let Acquired::Locked(l1) = a else {
+        panic!("expected the lease, got {a:?}")
+      };
       // A second caller waits, then times out while the first holds (and renews) the lease.
-      let b = s.acquire(&d, lease, Duration::from_millis(700), false).await.expect("acquire");
+      let b = s
+        .acquire(&d, lease, Duration::from_millis(700), false)
+        .await
+        .expect("acquire");
       assert!(matches!(b, Acquired::TimedOut), "{b:?}");
       assert!(s.commit(l1, b"v1", Times::forever(now())).await.expect("commit"));
       let got = s.get(&d).await.expect("get").expect("stored");
@@ -583,11 +610,19 @@ mod tests {
       assert_eq!(s.len().await.expect("len"), 1);
 
       // A holder whose lease was cleared cannot overwrite: its commit is refused.
-      let Acquired::Locked(l2) = s.acquire(&d, lease, Duration::from_secs(1), true).await.expect("acquire") else {
+      let Acquired::Locked(l2) = s
+        .acquire(&d, lease, Duration::from_secs(1), true)
+        .await
+        .expect("acquire")
+      else {
         panic!("refresh takes the lease")
       };
       assert_eq!(s.clear_locks().await.expect("clear locks"), 1);
-      let Acquired::Locked(l3) = s.acquire(&d, lease, Duration::from_secs(1), true).await.expect("acquire") else {
+      let Acquired::Locked(l3) = s
+        .acquire(&d, lease, Duration::from_secs(1), true)
+        .await
+        .expect("acquire")
+      else {
         panic!("lease free again")
       };
       assert!(s.commit(l3, b"v3", Times::forever(now())).await.expect("commit"));
@@ -608,7 +643,11 @@ mod tests {
       s.clear().await.expect("clear");
       let d = ks.digest_encoded(b"k2");
       let lease = Duration::from_secs(2);
-      let Acquired::Locked(l) = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire") else {
+      let Acquired::Locked(l) = s
+        .acquire(&d, lease, Duration::from_secs(1), false)
+        .await
+        .expect("acquire")
+      else {
         panic!("lease")
       };
       let waiters: Vec<_> = (0..4)
@@ -625,7 +664,11 @@ mod tests {
       }
       // Nothing was stored; the next caller computes.
       assert!(s.get(&d).await.expect("get").is_none());
-      let Acquired::Locked(l) = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire") else {
+      let Acquired::Locked(l) = s
+        .acquire(&d, lease, Duration::from_secs(1), false)
+        .await
+        .expect("acquire")
+      else {
         panic!("recompute")
       };
       let started = std::time::Instant::now();
@@ -638,7 +681,11 @@ mod tests {
       let r = waiter.await.expect("join").expect("acquire");
       assert!(matches!(&r, Acquired::Value(_, v) if v == b"ok"), "{r:?}");
       // Woken by the notification, not by a poll at lease expiry.
-      assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+      assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+      );
       s.clear().await.expect("clear");
     });
   }
@@ -650,15 +697,26 @@ mod tests {
       s.clear().await.expect("clear");
       let d = ks.digest_encoded(b"k3");
       let lease = Duration::from_millis(300);
-      let Acquired::Locked(l) = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire") else {
+      let Acquired::Locked(l) = s
+        .acquire(&d, lease, Duration::from_secs(1), false)
+        .await
+        .expect("acquire")
+      else {
         panic!("lease")
       };
       // The holder "dies": its renewal stops, nobody releases the lease.
       drop(l);
       let started = std::time::Instant::now();
-      let r = s.acquire(&d, lease, Duration::from_secs(3), false).await.expect("acquire");
+      let r = s
+        .acquire(&d, lease, Duration::from_secs(3), false)
+        .await
+        .expect("acquire");
       assert!(matches!(r, Acquired::Locked(_)), "{r:?}");
-      assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+      assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+      );
       s.clear().await.expect("clear");
     });
   }

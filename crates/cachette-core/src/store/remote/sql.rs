@@ -352,7 +352,10 @@ impl SqlServer {
 
   pub(crate) async fn ping(&self) -> CoreResult<()> {
     let pool = self.pool().await?;
-    sqlx::query("SELECT 1").execute(pool).await.map_err(|e| self.failed(e))?;
+    sqlx::query("SELECT 1")
+      .execute(pool)
+      .await
+      .map_err(|e| self.failed(e))?;
     Ok(())
   }
 
@@ -364,7 +367,10 @@ impl SqlServer {
       .fetch_optional(pool)
       .await
       .map_err(|e| self.failed(e))?;
-    row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose().map_err(|e| self.failed(e))
+    row
+      .map(|r| r.try_get::<Vec<u8>, _>(0))
+      .transpose()
+      .map_err(|e| self.failed(e))
   }
 
   pub(crate) async fn attempt(
@@ -529,7 +535,14 @@ impl SqlServer {
     Ok(())
   }
 
-  pub(crate) async fn put(&self, ns: [u8; 8], digest: &Digest, envelope: &[u8], _ttl_ms: u64, expires_ms: u64) -> CoreResult<()> {
+  pub(crate) async fn put(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    envelope: &[u8],
+    _ttl_ms: u64,
+    expires_ms: u64,
+  ) -> CoreResult<()> {
     let pool = self.pool().await?;
     let k = key_part(digest);
     sqlx::query(&self.sql.upsert)
@@ -566,7 +579,11 @@ impl SqlServer {
   pub(crate) async fn clear(&self, ns: [u8; 8]) -> CoreResult<()> {
     let pool = self.pool().await?;
     for q in [&self.sql.clear, &self.sql.clear_locks] {
-      sqlx::query(q).bind(&ns[..]).execute(pool).await.map_err(|e| self.failed(e))?;
+      sqlx::query(q)
+        .bind(&ns[..])
+        .execute(pool)
+        .await
+        .map_err(|e| self.failed(e))?;
     }
     self.wakeups.wake_all();
     Ok(())
@@ -620,7 +637,10 @@ mod tests {
         cluster: false,
         prefix: bad.to_owned(),
       };
-      assert_eq!(RemoteStore::open(&spec, [0; 8]).err().map(|e| e.code()), Some("ERR_INVALID_OPTION"));
+      assert_eq!(
+        RemoteStore::open(&spec, [0; 8]).err().map(|e| e.code()),
+        Some("ERR_INVALID_OPTION")
+      );
     }
   }
 
@@ -646,7 +666,11 @@ mod tests {
         s.clear().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let d = ks.digest_encoded(b"k");
         let lease = Duration::from_millis(600);
-        let Acquired::Locked(l) = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire") else {
+        let Acquired::Locked(l) = s
+          .acquire(&d, lease, Duration::from_secs(1), false)
+          .await
+          .expect("acquire")
+        else {
           panic!("{url}: lease")
         };
         // Renewed from Rust: still held after two lease lengths.
@@ -666,20 +690,43 @@ mod tests {
         assert!(matches!(&r, Acquired::Failed(e) if e == b"boom"), "{url}: {r:?}");
         assert!(s.get(&d).await.expect("get").is_none());
 
-        let Acquired::Locked(l) = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire") else {
+        let Acquired::Locked(l) = s
+          .acquire(&d, lease, Duration::from_secs(1), false)
+          .await
+          .expect("acquire")
+        else {
           panic!("{url}: recompute")
         };
         // The holder stops renewing (it died): a waiter polling meanwhile takes the lease over once
         // it expires (polling must not extend it), and the old holder's commit is refused.
         l.renewer.abort();
         let started = std::time::Instant::now();
-        let Acquired::Locked(l2) = s.acquire(&d, lease, Duration::from_secs(3), false).await.expect("acquire") else {
+        let Acquired::Locked(l2) = s
+          .acquire(&d, lease, Duration::from_secs(3), false)
+          .await
+          .expect("acquire")
+        else {
           panic!("{url}: takeover")
         };
-        assert!(started.elapsed() < Duration::from_millis(1100), "{url}: {:?}", started.elapsed());
-        assert!(s.commit(l2, b"v2", Times::forever(super::now_ms())).await.expect("commit"));
-        assert!(!s.commit(l, b"stale", Times::forever(super::now_ms())).await.expect("commit"), "{url}");
-        let r = s.acquire(&d, lease, Duration::from_secs(1), false).await.expect("acquire");
+        assert!(
+          started.elapsed() < Duration::from_millis(1100),
+          "{url}: {:?}",
+          started.elapsed()
+        );
+        assert!(s
+          .commit(l2, b"v2", Times::forever(super::now_ms()))
+          .await
+          .expect("commit"));
+        assert!(
+          !s.commit(l, b"stale", Times::forever(super::now_ms()))
+            .await
+            .expect("commit"),
+          "{url}"
+        );
+        let r = s
+          .acquire(&d, lease, Duration::from_secs(1), false)
+          .await
+          .expect("acquire");
         assert!(matches!(&r, Acquired::Value(_, v) if v == b"v2"), "{url}: {r:?}");
         assert_eq!(s.len().await.expect("len"), 1);
 
@@ -692,7 +739,10 @@ mod tests {
           expires_ms: now - 1,
         };
         s.put(&d2, b"gone", t).await.expect("put");
-        assert!(s.get(&d2).await.expect("get").is_none(), "{url}: expired reads as a miss");
+        assert!(
+          s.get(&d2).await.expect("get").is_none(),
+          "{url}: expired reads as a miss"
+        );
         let Server::Sql(server) = &*s.server else { panic!() };
         assert!(server.reap().await.expect("reap") >= 1, "{url}");
         s.clear().await.expect("clear");
