@@ -1,5 +1,7 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CachetteError, memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
@@ -22,45 +24,48 @@ test.after.always(() => redis?.stop())
 const cli = (port: number, ...args: string[]) =>
   spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim()
 
-test.serial('Redis stopped mid-run: with fallback, 0 failed calls, 0 wrong values, and it reconnects by itself', async (t) => {
-  const f = memoize(async (k: number) => ({ k, v: `value of ${k}` }), {
-    backend: 'redis',
-    url: redis.url,
-    namespace: uniqueNamespace('outage'),
-    onBackendError: 'fallback',
-  })
-  let failed = 0
-  let wrong = 0
-  let calls = 0
-  const round = async () => {
-    const ks = Array.from({ length: 20 }, (_, i) => (calls + i) % 50)
-    const settled = await Promise.allSettled(ks.map((k) => f(k)))
-    calls += ks.length
-    settled.forEach((s, i) => {
-      if (s.status === 'rejected') failed++
-      else if (s.value.k !== ks[i] || s.value.v !== `value of ${ks[i]}`) wrong++
+test.serial(
+  'Redis stopped mid-run: with fallback, 0 failed calls, 0 wrong values, and it reconnects by itself',
+  async (t) => {
+    const f = memoize(async (k: number) => ({ k, v: `value of ${k}` }), {
+      backend: 'redis',
+      url: redis.url,
+      namespace: uniqueNamespace('outage'),
+      onBackendError: 'fallback',
     })
-  }
-  for (let i = 0; i < 10; i++) await round()
-  await redis.shutdown()
-  const downUntil = Date.now() + 500
-  while (Date.now() < downUntil) await round()
-  await redis.restart()
-  // The connection comes back without any call from us: calls hit again.
-  const end = Date.now() + 10_000
-  let back = false
-  while (!back && Date.now() < end) {
-    await round()
-    const before = (await f.stats()).computations
-    await f(1)
-    back = (await f.stats()).computations === before
-  }
-  t.true(back, 'the cache never worked again after the restart')
-  t.is(failed, 0)
-  t.is(wrong, 0)
-  t.true((await f.stats()).errors > 0, 'the outage was not counted in stats().errors')
-  await f.close()
-})
+    let failed = 0
+    let wrong = 0
+    let calls = 0
+    const round = async () => {
+      const ks = Array.from({ length: 20 }, (_, i) => (calls + i) % 50)
+      const settled = await Promise.allSettled(ks.map((k) => f(k)))
+      calls += ks.length
+      settled.forEach((s, i) => {
+        if (s.status === 'rejected') failed++
+        else if (s.value.k !== ks[i] || s.value.v !== `value of ${ks[i]}`) wrong++
+      })
+    }
+    for (let i = 0; i < 10; i++) await round()
+    await redis.shutdown()
+    const downUntil = Date.now() + 500
+    while (Date.now() < downUntil) await round()
+    await redis.restart()
+    // The connection comes back without any call from us: calls hit again.
+    const end = Date.now() + 10_000
+    let back = false
+    while (!back && Date.now() < end) {
+      await round()
+      const before = (await f.stats()).computations
+      await f(1)
+      back = (await f.stats()).computations === before
+    }
+    t.true(back, 'the cache never worked again after the restart')
+    t.is(failed, 0)
+    t.is(wrong, 0)
+    t.true((await f.stats()).errors > 0, 'the outage was not counted in stats().errors')
+    await f.close()
+  },
+)
 
 test.serial("Redis unreachable: with 'throw', calls reject with ERR_BACKEND_UNAVAILABLE", async (t) => {
   const port = await freePort()
@@ -103,26 +108,29 @@ test.serial('ACL user, password and db number come from the URL; the password ne
   await bad.close()
 })
 
-test.serial('clear() works with KEYS disabled, removes only its own namespace, and keys carry one hash tag', async (t) => {
-  const opts = { backend: 'redis' as const, url: redis.url, prefix: 'tagged:' }
-  const a = memoize(async (k: number) => k, { ...opts, namespace: uniqueNamespace('clear-a') })
-  const b = memoize(async (k: number) => k, { ...opts, namespace: uniqueNamespace('clear-b') })
-  for (let i = 0; i < 1200; i++) await Promise.all([a(i), b(i)])
-  t.is((await a.stats()).size, 1200)
-  const tags = new Set(
-    cli(redis.port, '--scan', '--pattern', 'tagged:*')
-      .split('\n')
-      .map((k) => /^tagged:\{([0-9a-f]{16})\}:/.exec(k)?.[1] ?? `untagged ${k}`),
-  )
-  t.is(tags.size, 2, [...tags].join(' '))
-  await a.clear()
-  t.is((await a.stats()).size, 0)
-  t.false(await a.has(5))
-  t.is((await b.stats()).size, 1200)
-  t.true(await b.has(5))
-  await a.close()
-  await b.close()
-})
+test.serial(
+  'clear() works with KEYS disabled, removes only its own namespace, and keys carry one hash tag',
+  async (t) => {
+    const opts = { backend: 'redis' as const, url: redis.url, prefix: 'tagged:' }
+    const a = memoize(async (k: number) => k, { ...opts, namespace: uniqueNamespace('clear-a') })
+    const b = memoize(async (k: number) => k, { ...opts, namespace: uniqueNamespace('clear-b') })
+    for (let i = 0; i < 1200; i++) await Promise.all([a(i), b(i)])
+    t.is((await a.stats()).size, 1200)
+    const tags = new Set(
+      cli(redis.port, '--scan', '--pattern', 'tagged:*')
+        .split('\n')
+        .map((k) => /^tagged:\{([0-9a-f]{16})\}:/.exec(k)?.[1] ?? `untagged ${k}`),
+    )
+    t.is(tags.size, 2, [...tags].join(' '))
+    await a.clear()
+    t.is((await a.stats()).size, 0)
+    t.false(await a.has(5))
+    t.is((await b.stats()).size, 1200)
+    t.true(await b.has(5))
+    await a.close()
+    await b.close()
+  },
+)
 
 test.serial('Redis Cluster: one function’s entries and locks live in one slot; every node answers', async (t) => {
   const cluster = await startCluster()
@@ -188,4 +196,84 @@ test.serial('a lease is renewed from Rust while the event loop is blocked', asyn
   t.is((await other.stats()).waits + (await other.stats()).hits, 1)
   await f.close()
   await other.close()
+})
+
+test.serial('rediss:// connects over TLS, verifying the server against the trusted CAs', async (t) => {
+  // A CA and a server certificate for 127.0.0.1, made here with openssl.
+  const dir = mkdtempSync(join(tmpdir(), 'cachette-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const ssl = (...args: string[]) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`)
+  }
+  ssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=cachette test CA',
+  )
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n')
+  ssl(
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.crt',
+    '-days',
+    '2',
+    '-extfile',
+    'ext.cnf',
+  )
+  const port = await freePort()
+  const tls = await startRedis(
+    [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      join(dir, 'server.crt'),
+      '--tls-key-file',
+      join(dir, 'server.key'),
+      '--tls-ca-cert-file',
+      join(dir, 'ca.crt'),
+      '--tls-auth-clients',
+      'no',
+    ],
+    port,
+    true,
+  )
+  t.teardown(() => tls.stop())
+  const url = `rediss://127.0.0.1:${port}`
+  const fixture = join(__dirname, 'fixtures', 'remote-close.ts')
+  // Trusting the test CA (rustls reads SSL_CERT_FILE), the child computes once and hits once.
+  const ok = await runFixture(fixture, [url, uniqueNamespace('tls')], { SSL_CERT_FILE: join(dir, 'ca.crt') })
+  t.is(ok.code, 0, ok.stderr)
+  t.is((JSON.parse(ok.stdout) as { value: number }).value, 42)
+  // Not trusting it: the handshake fails, and the call rejects with ERR_BACKEND_UNAVAILABLE.
+  const f = memoize(async (k: number) => k, {
+    backend: 'redis',
+    url,
+    namespace: uniqueNamespace('tls-untrusted'),
+    onBackendError: 'throw',
+  })
+  const e = await t.throwsAsync(f(1), { instanceOf: CachetteError })
+  t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
+  await f.close()
 })

@@ -61,6 +61,14 @@ async function waitPing(port: number, ms = 10_000): Promise<void> {
   }
 }
 
+async function waitListening(port: number, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await reachable(`redis://127.0.0.1:${port}`, 200))) {
+    if (Date.now() > end) throw new Error(`nothing listens on port ${port} after ${ms} ms`)
+    await sleep(50)
+  }
+}
+
 /** A redis-server this test process started; `stop()` kills it by pid. */
 export interface RedisProcess {
   port: number
@@ -73,10 +81,12 @@ export interface RedisProcess {
   stop(): void
 }
 
-export async function startRedis(extra: string[] = [], port?: number): Promise<RedisProcess> {
+/** Starts a redis-server on `port` (default: a free one); `tls`: `extra` sets the ports, readiness is its TLS port. */
+export async function startRedis(extra: string[] = [], port?: number, tls = false): Promise<RedisProcess> {
   const p = port ?? (await freePort(extra.includes('--cluster-enabled')))
   const dir = mkdtempSync(join(tmpdir(), `cachette-redis-${p}-`))
-  const args = ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra]
+  const ports = tls ? [] : ['--port', String(p)]
+  const args = [...ports, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra]
   const launch = () => spawn('redis-server', args, { stdio: 'ignore' })
   const r: RedisProcess = {
     port: p,
@@ -88,7 +98,7 @@ export async function startRedis(extra: string[] = [], port?: number): Promise<R
     },
     async restart() {
       r.child = launch()
-      await waitPing(p)
+      await (tls ? waitListening(p) : waitPing(p))
     },
     stop() {
       if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL')
@@ -96,7 +106,7 @@ export async function startRedis(extra: string[] = [], port?: number): Promise<R
     },
   }
   process.once('exit', () => r.stop())
-  await waitPing(p)
+  await (tls ? waitListening(p) : waitPing(p))
   return r
 }
 
