@@ -277,3 +277,44 @@ test.serial('rediss:// connects over TLS, verifying the server against the trust
   t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
   await f.close()
 })
+
+test.serial(
+  'worker threads share one connection per server, and a stampede across 4 workers computes once',
+  async (t) => {
+    const own = await startRedis()
+    t.teardown(() => own.stop())
+    const namespace = uniqueNamespace('workers')
+    const counter = new Int32Array(new SharedArrayBuffer(4))
+    const boot = `
+    require(${JSON.stringify(require.resolve('tsx/cjs'))})
+    const { parentPort, workerData } = require('node:worker_threads')
+    const { memoize } = require(${JSON.stringify(join(__dirname, '..', 'src-ts', 'index.ts'))})
+    const count = new Int32Array(workerData.counter)
+    const f = memoize(async (k) => {
+      Atomics.add(count, 0, 1)
+      await new Promise((r) => setTimeout(r, 200))
+      return { k }
+    }, { backend: 'redis', url: workerData.url, namespace: workerData.namespace, onBackendError: 'throw' })
+    parentPort.once('message', async () => {
+      const values = await Promise.all(Array.from({ length: 8 }, () => f('shared')))
+      parentPort.postMessage(values)
+      await f.close()
+    })`
+    const { Worker } = await import('node:worker_threads')
+    const workers = Array.from(
+      { length: 4 },
+      () => new Worker(boot, { eval: true, workerData: { url: own.url, namespace, counter: counter.buffer } }),
+    )
+    t.teardown(() => Promise.all(workers.map((w) => w.terminate())))
+    await sleep(500) // every worker has loaded and memoized
+    const replies = workers.map((w) => new Promise<unknown[]>((resolve) => w.once('message', resolve)))
+    for (const w of workers) w.postMessage('go')
+    const values = (await Promise.all(replies)).flat()
+    t.is(values.length, 32)
+    for (const v of values) t.deepEqual(v, { k: 'shared' })
+    t.is(Atomics.load(counter, 0), 1, 'computed more than once across worker threads')
+    // One multiplexed connection and one subscriber for the whole process (and redis-cli's own).
+    const clients = Number(/connected_clients:(\d+)/.exec(cli(own.port, 'INFO', 'clients'))?.[1])
+    t.true(clients <= 3, `${clients} connections to the server`)
+  },
+)
