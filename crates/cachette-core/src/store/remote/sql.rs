@@ -318,25 +318,21 @@ impl SqlServer {
         }
       }
     }
-    self.start_reaper();
+    self.start_reaper(pool.clone());
     Ok(())
   }
 
-  fn start_reaper(&self) {
+  /// Deletes expired rows now and then every [`REAP_EVERY`], for as long as the server is open.
+  fn start_reaper(&self, pool: AnyPool) {
     let Ok(mut slot) = self.reaper.lock() else { return };
     if slot.is_some() {
       return;
     }
-    let pool = self.pool.get().cloned();
     let reap = self.sql.reap.clone();
     let task = runtime().spawn(async move {
       loop {
-        tokio::time::sleep(REAP_EVERY).await;
-        let pool = match &pool {
-          Some(p) => p.clone(),
-          None => return,
-        };
         let _ = sqlx::query(&reap).bind(ms(now_ms())).execute(&pool).await;
+        tokio::time::sleep(REAP_EVERY).await;
       }
     });
     *slot = Some(task.abort_handle());
