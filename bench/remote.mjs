@@ -118,7 +118,7 @@ export async function redisScenarios() {
     {
       title: `8. redis hit, one call at a time (p50 latency), ${REDIS_URL}`,
       rows: [
-        row("cachette memoize(fn, { backend: 'redis' }) hit (get-or-lock script + decode)", lat, 'cachette'),
+        row("cachette memoize(fn, { backend: 'redis' }) hit (GET + envelope check + decode)", lat, 'cachette'),
         row('ioredis GET of the same key (raw bytes, no decode)', lat, 'ioredis', lat.cachette, {
           target: '≤ 1.1×',
           pass: lr <= 1.1,
