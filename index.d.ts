@@ -31,8 +31,6 @@ export declare class NativeRemote {
   clearLocks(id: number): void
   /** Entries of the namespace that have not expired. */
   size(id: number): void
-  /** Resolves once the server answers. */
-  ping(id: number): void
   /**
    * Closes this handle: leases still held are released (their callers' commits are refused),
    * and the server's connections close once no namespace uses them.

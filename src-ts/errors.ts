@@ -72,3 +72,12 @@ export function fromNative(e: unknown): CachetteError {
   const known = code !== undefined && code in errorCodes ? (code as CachetteErrorCode) : 'ERR_BACKEND_IO'
   return new CachetteError(known, message, { cause: e })
 }
+
+/** The error of a result the serializer could not encode (it is returned, not stored). */
+export function unserializableError(namespace: string, cause: unknown): CachetteError {
+  return new CachetteError(
+    'ERR_UNSERIALIZABLE_RESULT',
+    `cachette: ${namespace}: a result could not be encoded and was not cached: ${(cause as Error)?.message ?? cause}`,
+    { cause },
+  )
+}

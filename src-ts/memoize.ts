@@ -101,10 +101,10 @@ export function memoize<F extends AnyFn>(
     : remote
       ? remoteImplementation(fn, o)
       : o.backend === 'disk' || o.shared
-      ? storedImplementation(fn, o)
-      : o.ttl === Infinity && o.maxEntries === undefined && o.maxBytes === undefined && o.maxValueBytes === undefined
-        ? plainImplementation(fn, o)
-        : memoryImplementation(fn, o)
+        ? storedImplementation(fn, o)
+        : o.ttl === Infinity && o.maxEntries === undefined && o.maxBytes === undefined && o.maxValueBytes === undefined
+          ? plainImplementation(fn, o)
+          : memoryImplementation(fn, o)
   const { call, stats, methods } = impl
   const memoized = (impl.fast ??
     function (this: unknown) {

@@ -188,13 +188,17 @@ const KNOWN = new Set([
 const TABLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
 
 function resolveServer(backend: 'redis' | 'sql', opts: MemoizeOptions<never[]>) {
-  const raw = opts.url ?? (backend === 'redis' ? (process.env.CACHETTE_REDIS_URL ?? 'redis://127.0.0.1:6379') : undefined)
+  const raw =
+    opts.url ?? (backend === 'redis' ? (process.env.CACHETTE_REDIS_URL ?? 'redis://127.0.0.1:6379') : undefined)
   if (raw === undefined) throw new TypeError("backend 'sql' needs a url: postgres://…, mysql://… or sqlite://path")
   const urls = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? [...(raw as string[])] : []
   if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || !u.includes('://'))) {
     throw new TypeError('url must be a URL string (or, for a Redis Cluster, an array of them)')
   }
-  const schemes = backend === 'redis' ? ['redis', 'rediss', 'valkey', 'valkeys'] : ['postgres', 'postgresql', 'mysql', 'mariadb', 'sqlite']
+  const schemes =
+    backend === 'redis'
+      ? ['redis', 'rediss', 'valkey', 'valkeys']
+      : ['postgres', 'postgresql', 'mysql', 'mariadb', 'sqlite']
   for (const u of urls) {
     const scheme = u.slice(0, u.indexOf('://')).toLowerCase()
     if (!schemes.includes(scheme)) {
@@ -242,9 +246,7 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
     throw new TypeError(`backend must be 'memory', 'disk', 'redis' or 'sql' (got ${JSON.stringify(backend)})`)
   }
   const remote = backend === 'redis' || backend === 'sql'
-  const server = remote
-    ? resolveServer(backend, opts)
-    : { urls: [], cluster: false, prefix: '', lease: 5000 }
+  const server = remote ? resolveServer(backend, opts) : { urls: [], cluster: false, prefix: '', lease: 5000 }
   if (!remote) {
     for (const k of ['url', 'cluster', 'prefix', 'table', 'lease'] as const) {
       if (opts[k] !== undefined) throw new TypeError(`${k} applies to backends 'redis' and 'sql'`)
@@ -322,4 +324,15 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
     shared,
     durability,
   }
+}
+
+/**
+ * Times of an entry stored now, as the native stores take them: `[staleAt, expires, now]` in ms
+ * since the epoch, -1 for never.
+ */
+export function entryTimes(o: Pick<ResolvedOptions, 'ttl' | 'grace'>): [number, number, number] {
+  const now = Date.now()
+  const staleAt = o.ttl === Infinity ? -1 : now + o.ttl
+  const expires = o.ttl === Infinity || o.grace === Infinity ? -1 : now + o.ttl + o.grace
+  return [staleAt, expires, now]
 }

@@ -1,7 +1,8 @@
-import { CachetteError, closedError, fromNative } from './errors'
+import { CachetteError, closedError, fromNative, unserializableError } from './errors'
 import { encodeKey } from './key'
 import { openRemote } from './native'
 import type { Acquire, Failure, Found, Remote } from './native'
+import { entryTimes } from './options'
 import type { ResolvedOptions } from './options'
 import { codecFor, decodeError, decodePayload, encodeError, encodePayload, UNREADABLE } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
@@ -25,7 +26,7 @@ function isFailure(x: unknown): x is Failure {
 export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
   const codec = codecFor(o.serializer)
   const keyFn = o.key as ((...args: unknown[]) => unknown) | undefined
-  const { ttl, grace, lockTimeout, lease, maxValueBytes, cacheUndefined, onBackendError } = o
+  const { lockTimeout, lease, maxValueBytes, cacheUndefined, onBackendError } = o
   const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
   /** Computations of this thread, by key digest: callers of one key share them. */
   const inflight = new Map<string, Promise<unknown>>()
@@ -74,13 +75,6 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     return { value, ok: value !== UNREADABLE }
   }
 
-  function times(): [number, number, number] {
-    const now = Date.now()
-    const staleAt = ttl === Infinity ? -1 : now + ttl
-    const expires = ttl === Infinity || grace === Infinity ? -1 : now + ttl + grace
-    return [staleAt, expires, now]
-  }
-
   /** The payload to store for `value`, or undefined when it must not be stored. */
   function payloadOf(value: unknown): Buffer | undefined {
     if (value == null && !cacheUndefined) return undefined
@@ -89,11 +83,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       payload = encodePayload(codec, value, true)
     } catch (e) {
       stats.errors++
-      const err = new CachetteError(
-        'ERR_UNSERIALIZABLE_RESULT',
-        `cachette: ${o.namespace}: a result could not be encoded and was not cached: ${(e as Error)?.message ?? e}`,
-        { cause: e },
-      )
+      const err = unserializableError(o.namespace, e)
       if (onBackendError === 'throw') throw err
       warnOnce(err.message)
       return undefined
@@ -130,7 +120,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       throw e
     }
     if (payload === undefined) await native(s.abort(id, null, lease))
-    else await native(s.commit(id, payload, ...times()))
+    else await native(s.commit(id, payload, ...entryTimes(o)))
     return value
   }
 
@@ -140,7 +130,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const value = await fn.apply(self, args as unknown[])
     if (io !== undefined && store !== null) {
       const payload = payloadOf(value)
-      if (payload !== undefined) await native(store.put(io, payload, ...times()))
+      if (payload !== undefined) await native(store.put(io, payload, ...entryTimes(o)))
     }
     return value
   }
@@ -296,7 +286,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (io === undefined) return
         const v: unknown = isPromiseLike(value) ? await value : value
         const payload = payloadOf(v)
-        if (payload !== undefined) await native(store!.put(io, payload, ...times()))
+        if (payload !== undefined) await native(store!.put(io, payload, ...entryTimes(o)))
       },
       async clearLocks() {
         const s = ensureOpen()

@@ -1,8 +1,9 @@
 import { types } from 'node:util'
-import { CachetteError, closedError, fromNative } from './errors'
+import { closedError, fromNative, unserializableError } from './errors'
 import { encodeKey } from './key'
 import { IO_BYTES, IO_CREATED, IO_FRESHNESS, openDisk, openShared, OWNER } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
+import { entryTimes } from './options'
 import type { ResolvedOptions } from './options'
 import {
   codecFor,
@@ -65,7 +66,7 @@ const MISS = UNREADABLE
 export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions): Implementation<F> {
   const codec = codecFor(o.serializer)
   const keyFn = o.key as ((...args: unknown[]) => unknown) | undefined
-  const { ttl, grace, lockTimeout, maxValueBytes, cacheUndefined, onBackendError } = o
+  const { lockTimeout, maxValueBytes, cacheUndefined, onBackendError } = o
   const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
   const io = Buffer.alloc(IO_BYTES)
   /** Async computations of this thread, by key digest: callers share them. */
@@ -152,11 +153,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         payload = encodePayload(codec, value, wasPromise)
       } catch (e) {
         stats.errors++
-        const err = new CachetteError(
-          'ERR_UNSERIALIZABLE_RESULT',
-          `cachette: ${o.namespace}: a result could not be encoded and was not cached: ${(e as Error)?.message ?? e}`,
-          { cause: e },
-        )
+        const err = unserializableError(o.namespace, e)
         if (locked) s.release(buf, OWNER, null)
         if (onBackendError === 'throw') throw err
         warnOnce(err.message)
@@ -169,11 +166,8 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (locked) s.release(buf, OWNER, null)
         return
       }
-      const now = Date.now()
-      const staleAt = ttl === Infinity ? -1 : now + ttl
-      const expires = ttl === Infinity || grace === Infinity ? -1 : now + ttl + grace
-      if (locked) s.putAndRelease(buf, payload, staleAt, expires, now, OWNER)
-      else s.put(buf, payload, staleAt, expires, now)
+      if (locked) s.putAndRelease(buf, payload, ...entryTimes(o), OWNER)
+      else s.put(buf, payload, ...entryTimes(o))
     } catch (e) {
       backendFailure(e)
     }

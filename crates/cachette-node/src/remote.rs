@@ -325,13 +325,6 @@ impl NativeRemote {
     settle(id, async move { s.len().await }, |n| Done::Number(n as f64))
   }
 
-  /// Resolves once the server answers.
-  #[napi]
-  pub fn ping(&self, id: u32) -> Result<()> {
-    let s = self.store()?;
-    settle(id, async move { s.ping().await }, |()| Done::Nothing)
-  }
-
   /// Closes this handle: leases still held are released (their callers' commits are refused),
   /// and the server's connections close once no namespace uses them.
   #[napi]

@@ -333,11 +333,6 @@ impl RemoteStore {
   pub async fn len(&self) -> CoreResult<u64> {
     on_server!(&*self.server, s => s.len(self.ns, self.now()).await)
   }
-
-  /// Whether the server answers.
-  pub async fn ping(&self) -> CoreResult<()> {
-    on_server!(&*self.server, s => s.ping().await)
-  }
 }
 
 /// Milliseconds an entry lives on the server (0: no expiry).

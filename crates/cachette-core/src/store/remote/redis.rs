@@ -140,6 +140,17 @@ fn scripts() -> &'static Scripts {
   })
 }
 
+/// The Redis keys of one cache key, and the message that announces it settled.
+struct Names {
+  base: String,
+  key: [u8; 16],
+  value: String,
+  lease: String,
+  index: String,
+  leases: String,
+  message: String,
+}
+
 #[derive(Clone)]
 enum Conn {
   Single(ConnectionManager),
@@ -266,10 +277,20 @@ impl RedisServer {
     format!("{}{{{}}}:", self.spec.prefix, hex(&ns))
   }
 
-  fn message(ns: [u8; 8], key: &[u8; 16]) -> String {
-    let mut m = hex(&ns);
-    m.push_str(&hex(key));
-    m
+  /// The Redis keys of one cache key (see the table at the top of this file).
+  fn names(&self, ns: [u8; 8], digest: &Digest) -> Names {
+    let base = self.base(ns);
+    let key = key_part(digest);
+    let k = hex(&key);
+    Names {
+      value: format!("{base}v:{k}"),
+      lease: format!("{base}l:{k}"),
+      index: format!("{base}i"),
+      leases: format!("{base}L"),
+      message: format!("{}{k}", hex(&ns)),
+      base,
+      key,
+    }
   }
 
   async fn run<T: redis::FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> CoreResult<T> {
@@ -288,14 +309,8 @@ impl RedisServer {
     r.map_err(|e| self.failed(&e))
   }
 
-  pub(crate) async fn ping(&self) -> CoreResult<()> {
-    let _: String = self.cmd(&redis::cmd("PING")).await?;
-    Ok(())
-  }
-
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
-    let key = format!("{}v:{}", self.base(ns), hex(&key_part(digest)));
-    self.cmd(redis::cmd("GET").arg(key)).await
+    self.cmd(redis::cmd("GET").arg(self.names(ns, digest).value)).await
   }
 
   pub(crate) async fn attempt(
@@ -307,15 +322,14 @@ impl RedisServer {
     waited_for: Option<&Token>,
     want_value: bool,
   ) -> CoreResult<Attempt> {
-    let b = self.base(ns);
-    let k = hex(&key_part(digest));
-    let err_key = format!("{b}e:{}", waited_for.map_or_else(|| "-".to_owned(), |t| hex(t)));
+    let n = self.names(ns, digest);
+    let err_key = format!("{}e:{}", n.base, waited_for.map_or_else(|| "-".to_owned(), |t| hex(t)));
     let mut inv = scripts().get_or_lock.prepare_invoke();
     inv
-      .key(format!("{b}v:{k}"))
-      .key(format!("{b}l:{k}"))
+      .key(n.value)
+      .key(n.lease)
       .key(err_key)
-      .key(format!("{b}L"))
+      .key(n.leases)
       .arg(&token[..])
       .arg(lease_ms)
       .arg(if want_value { "1" } else { "0" });
@@ -349,9 +363,8 @@ impl RedisServer {
   }
 
   pub(crate) async fn renew(&self, ns: [u8; 8], digest: &Digest, token: &Token, lease_ms: u64) -> CoreResult<bool> {
-    let lk = format!("{}l:{}", self.base(ns), hex(&key_part(digest)));
     let mut inv = scripts().renew.prepare_invoke();
-    inv.key(lk).arg(&token[..]).arg(lease_ms);
+    inv.key(self.names(ns, digest).lease).arg(&token[..]).arg(lease_ms);
     let n: i64 = self.run(&inv).await?;
     Ok(n == 1)
   }
@@ -365,25 +378,23 @@ impl RedisServer {
     ttl_ms: u64,
     expires_ms: u64,
   ) -> CoreResult<bool> {
-    let b = self.base(ns);
-    let kp = key_part(digest);
-    let k = hex(&kp);
+    let n = self.names(ns, digest);
     let mut inv = scripts().commit.prepare_invoke();
     inv
-      .key(format!("{b}v:{k}"))
-      .key(format!("{b}l:{k}"))
-      .key(format!("{b}i"))
-      .key(format!("{b}L"))
+      .key(n.value)
+      .key(n.lease)
+      .key(n.index)
+      .key(n.leases)
       .arg(&token[..])
       .arg(envelope)
       .arg(ttl_ms)
       .arg(score(expires_ms))
       .arg(&self.channel)
-      .arg(Self::message(ns, &kp))
+      .arg(n.message)
       .arg(now_ms());
-    let n: i64 = self.run(&inv).await?;
-    self.wakeups.wake(ns, kp);
-    Ok(n == 1)
+    let done: i64 = self.run(&inv).await?;
+    self.wakeups.wake(ns, n.key);
+    Ok(done == 1)
   }
 
   pub(crate) async fn abort(
@@ -394,21 +405,20 @@ impl RedisServer {
     error: Option<&[u8]>,
     keep_ms: u64,
   ) -> CoreResult<()> {
-    let b = self.base(ns);
-    let kp = key_part(digest);
+    let n = self.names(ns, digest);
     let mut inv = scripts().abort.prepare_invoke();
     inv
-      .key(format!("{b}l:{}", hex(&kp)))
-      .key(format!("{b}e:{}", hex(token)))
-      .key(format!("{b}L"))
+      .key(n.lease)
+      .key(format!("{}e:{}", n.base, hex(token)))
+      .key(n.leases)
       .arg(&token[..])
       .arg(if error.is_some() { "1" } else { "0" })
       .arg(error.unwrap_or_default())
       .arg(keep_ms)
       .arg(&self.channel)
-      .arg(Self::message(ns, &kp));
+      .arg(n.message);
     let _: i64 = self.run(&inv).await?;
-    self.wakeups.wake(ns, kp);
+    self.wakeups.wake(ns, n.key);
     Ok(())
   }
 
@@ -420,38 +430,35 @@ impl RedisServer {
     ttl_ms: u64,
     expires_ms: u64,
   ) -> CoreResult<()> {
-    let b = self.base(ns);
-    let kp = key_part(digest);
+    let n = self.names(ns, digest);
     let mut inv = scripts().put.prepare_invoke();
     inv
-      .key(format!("{b}v:{}", hex(&kp)))
-      .key(format!("{b}i"))
+      .key(n.value)
+      .key(n.index)
       .arg(envelope)
       .arg(ttl_ms)
       .arg(score(expires_ms))
       .arg(&self.channel)
-      .arg(Self::message(ns, &kp))
+      .arg(n.message)
       .arg(now_ms());
     let _: i64 = self.run(&inv).await?;
-    self.wakeups.wake(ns, kp);
+    self.wakeups.wake(ns, n.key);
     Ok(())
   }
 
   pub(crate) async fn delete(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<bool> {
-    let b = self.base(ns);
-    let kp = key_part(digest);
-    let k = hex(&kp);
+    let n = self.names(ns, digest);
     let mut inv = scripts().delete.prepare_invoke();
     inv
-      .key(format!("{b}v:{k}"))
-      .key(format!("{b}l:{k}"))
-      .key(format!("{b}i"))
-      .key(format!("{b}L"))
+      .key(n.value)
+      .key(n.lease)
+      .key(n.index)
+      .key(n.leases)
       .arg(&self.channel)
-      .arg(Self::message(ns, &kp));
-    let n: i64 = self.run(&inv).await?;
-    self.wakeups.wake(ns, kp);
-    Ok(n > 0)
+      .arg(n.message);
+    let removed: i64 = self.run(&inv).await?;
+    self.wakeups.wake(ns, n.key);
+    Ok(removed > 0)
   }
 
   pub(crate) async fn clear(&self, ns: [u8; 8]) -> CoreResult<()> {
@@ -680,7 +687,7 @@ mod tests {
       assert!(s.commit(l, b"ok", Times::forever(now())).await.expect("commit"));
       let r = waiter.await.expect("join").expect("acquire");
       assert!(matches!(&r, Acquired::Value(_, v) if v == b"ok"), "{r:?}");
-      // Woken by the notification, not by a poll at lease expiry.
+      // A did-not-hang bound, not a speed measure: well under the 2 s lease.
       assert!(
         started.elapsed() < Duration::from_millis(1000),
         "{:?}",

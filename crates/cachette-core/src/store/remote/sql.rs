@@ -309,8 +309,7 @@ impl SqlServer {
       loop {
         match sqlx::query(stmt).execute(pool).await {
           Ok(_) => break,
-          Err(e) if tries < 5 => {
-            let _ = e;
+          Err(_) if tries < 5 => {
             tries += 1;
             tokio::time::sleep(Duration::from_millis(20 * tries)).await;
           }
@@ -344,15 +343,6 @@ impl SqlServer {
     let pool = self.pool().await?;
     let r = sqlx::query(&self.sql.reap).bind(ms(now_ms())).execute(pool).await;
     Ok(r.map_err(|e| self.failed(e))?.rows_affected())
-  }
-
-  pub(crate) async fn ping(&self) -> CoreResult<()> {
-    let pool = self.pool().await?;
-    sqlx::query("SELECT 1")
-      .execute(pool)
-      .await
-      .map_err(|e| self.failed(e))?;
-    Ok(())
   }
 
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
