@@ -29,6 +29,8 @@ for (const b of backends(dir)) {
     for (const [what, first, second] of equalPairs) {
       for (const [label, wrap] of [
         ['in an object', (v: unknown) => [{ v }, 0]],
+        ['alone in an object', (v: unknown) => [{ v }]],
+        ['first of two properties', (v: unknown) => [{ a: v, b: 0 }]],
         ['in an array', (v: unknown) => [[v], 0]],
         ['as the second argument', (v: unknown) => ['x', v]],
       ] as const) {
@@ -44,6 +46,8 @@ for (const b of backends(dir)) {
     for (const [what, first, second] of lookAlikePairs) {
       for (const [label, wrap] of [
         ['in an object', (v: unknown) => [{ v }, 0]],
+        ['alone in an object', (v: unknown) => [{ v }]],
+        ['first of two properties', (v: unknown) => [{ a: v, b: 0 }]],
         ['in an array', (v: unknown) => [[v], 0]],
         ['as the second argument', (v: unknown) => ['x', v]],
       ] as const) {

@@ -78,6 +78,44 @@ for (const b of memories) {
       'and every key hits its own entry',
     )
     t.is(f.stats().size, keys.length)
+
+    // The same numbers as object properties, before another property (a path through the key
+    // trie) and last (where the entry sits): each keyed apart, each hit.
+    const g = b.memoize(counted<[{ a: number; b: string }]>().fn)
+    const h = b.memoize(counted<[{ a: string; b: number }]>().fn)
+    const viaG = keys.map((k) => g({ a: k, b: 'x' }))
+    const viaH = keys.map((k) => h({ b: k, a: 'x' }))
+    t.deepEqual(
+      viaG.map((r) => r.n),
+      keys.map((_, i) => i + 1),
+    )
+    t.deepEqual(
+      keys.map((k) => g({ b: 'x', a: k })),
+      viaG,
+      'properties in another order hit the same entries',
+    )
+    t.deepEqual(
+      keys.map((k) => h({ a: 'x', b: k })),
+      viaH,
+    )
+  })
+
+  test(title('deleting object-keyed entries leaves their neighbours, and they can be stored again'), (t) => {
+    const c = counted<[{ id: number; kind: string }]>()
+    const f = b.memoize(c.fn)
+    for (let id = 0; id < 100; id++) for (const kind of ['a', 'b']) f({ id, kind })
+    t.is(c.calls(), 200)
+    for (let id = 0; id < 100; id += 2) t.true(f.delete({ kind: 'a', id }))
+    t.false(f.delete({ id: 0, kind: 'a' }), 'already deleted')
+    t.is(f.stats().size, 150)
+    for (let id = 0; id < 100; id++) f({ id, kind: 'b' })
+    for (let id = 1; id < 100; id += 2) f({ id, kind: 'a' })
+    t.is(c.calls(), 200, 'the neighbours of the deleted entries still hit')
+    for (let id = 0; id < 100; id += 2) t.false(f.has({ id, kind: 'a' }))
+    for (let id = 0; id < 100; id++) for (const kind of ['a', 'b']) f.delete({ id, kind })
+    t.is(f.stats().size, 0)
+    t.deepEqual(f({ id: 7, kind: 'a' }), { n: 201 }, 'stored again after its path was pruned')
+    t.deepEqual(f({ kind: 'a', id: 7 }), { n: 201 })
   })
 
   test(title('deleting a key while its Promise is pending keeps the late result out of the cache'), async (t) => {

@@ -1,6 +1,6 @@
 import { encodeKeyString } from './key'
 import { lastToken, UNSUPPORTED, walk } from './key-trie'
-import type { Node } from './key-trie'
+import { Node } from './key-trie'
 
 /** Where an in-process entry lives: an array (integer keys) or a Map (a trie node included). */
 export type Container = unknown[] | Map<unknown, unknown>
@@ -18,7 +18,7 @@ export class KeyRouter {
   ints: unknown[] | null
   readonly prim = new Map<unknown, unknown>()
   readonly enc = new Map<unknown, unknown>()
-  root: Node = new Map()
+  root = new Node(null, null)
   /** The container found by the last `route`; `null` when its trie path does not exist yet. */
   container: Container | null = null
   key: unknown
@@ -80,6 +80,6 @@ export class KeyRouter {
     if (this.ints !== null) this.ints = []
     this.prim.clear()
     this.enc.clear()
-    this.root = new Map()
+    this.root = new Node(null, null)
   }
 }

@@ -1,5 +1,5 @@
 import { closedError } from './errors'
-import { prune } from './key-trie'
+import { findObject, prune, UNDECIDED } from './key-trie'
 import type { Node } from './key-trie'
 import { INT_LIMIT, KeyRouter } from './key-router'
 import type { Container } from './key-router'
@@ -159,6 +159,15 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
               if (v === undefined) {
                 stats.misses++
                 return compute(this, [a], prim, a)
+              }
+            } else if (typeof a === 'object' && a !== null && pending.size === 0) {
+              const proto = Object.getPrototypeOf(a)
+              if (proto === Object.prototype || proto === null) {
+                const v = findObject(router.root, a as Record<string, unknown>)
+                if (v !== UNDECIDED) {
+                  stats.hits++
+                  return v === UNDEF ? undefined : v
+                }
               }
             }
           }

@@ -1,6 +1,7 @@
 import { closedError } from './errors'
 import { KeyRouter } from './key-router'
 import { prune } from './key-trie'
+import type { Node } from './key-trie'
 import type { ResolvedOptions } from './options'
 import { codecFor, encodePayload } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
@@ -81,7 +82,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   /** Removes an entry; `keepPath` keeps its trie path for an entry about to replace it. */
   function remove(e: Entry, keepPath = false): void {
     if (!live(e)) return
-    if (e.trie && !keepPath) prune(e.map, e.key)
+    if (e.trie && !keepPath) prune(e.map as Node, e.key)
     else e.map.delete(e.key)
     if (e.pending) pendingEntries.delete(e)
     count--
