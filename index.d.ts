@@ -69,6 +69,12 @@ export declare class NativeStore {
    * without a value) or -4 (another thread failed: `takeError()` has its serialized error).
    */
   lockAndRead(io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number
+  /**
+   * `get`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
+   * computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
+   * another caller stored while this one waited when `io[IO_WAITED]` is 1.
+   */
+  readOrLock(key: Uint8Array, io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number
   /** The serialized error of the last `lockAndRead` that returned -4. */
   takeError(): Buffer | null
   /** Like `lock`, waiting on a helper thread: the JS thread keeps running. */

@@ -13,6 +13,8 @@ export const openShared = binding.openShared
 export const IO_BYTES = binding.IO_BYTES
 /** Offsets inside `io`: the digest fills bytes 0–31. */
 export const IO_FRESHNESS = 32
+/** 1 when `readOrLock` found a value stored while it waited for the lock. */
+export const IO_WAITED = 33
 export const IO_CREATED = 40
 
 /** This thread's owner id: its calculation locks are released if the thread dies. */

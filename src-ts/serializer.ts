@@ -51,24 +51,50 @@ export function codecFor(option: 'msgpack' | 'v8' | 'json' | Serializer): Codec 
  * instances (their prototype would be lost), WeakMaps, WeakSets and Promises.
  * @throws TypeError naming the path of the first such value.
  */
-export function assertPlainData(value: unknown, path = 'result', seen = new Set<object>()): void {
+export function assertPlainData(value: unknown): void {
+  if (!plainEnough(value, 0)) describeUnstorable(value, 'result', new Set())
+}
+
+/**
+ * The quick check of {@link assertPlainData}, with no paths and no cycle tracking: true when
+ * `value` is certainly storable (false also for deep or cyclic values, which the full walk judges).
+ */
+function plainEnough(value: unknown, depth: number): boolean {
+  if (typeof value !== 'object') return typeof value !== 'function' && typeof value !== 'symbol'
+  if (value === null) return true
+  if (depth > 32) return false
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!plainEnough(value[i], depth + 1)) return false
+    return true
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return false
+  for (const k in value as object) {
+    if (Object.hasOwn(value as object, k) && !plainEnough((value as Record<string, unknown>)[k], depth + 1))
+      return false
+  }
+  return true
+}
+
+/** The full walk of {@link assertPlainData}: throws naming the path of the first unstorable value. */
+function describeUnstorable(value: unknown, path: string, seen: Set<object>): void {
   const t = typeof value
   if (t === 'function' || t === 'symbol') throw new TypeError(`${path} is a ${t}, which cannot be stored`)
   if (t !== 'object' || value === null || seen.has(value as object)) return
   seen.add(value as object)
   const proto = Object.getPrototypeOf(value)
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) assertPlainData(value[i], `${path}[${i}]`, seen)
+    for (let i = 0; i < value.length; i++) describeUnstorable(value[i], `${path}[${i}]`, seen)
   } else if (proto === Object.prototype || proto === null) {
     for (const k of Object.keys(value as object))
-      assertPlainData((value as Record<string, unknown>)[k], `${path}.${k}`, seen)
+      describeUnstorable((value as Record<string, unknown>)[k], `${path}.${k}`, seen)
   } else if (types.isMap(value)) {
     for (const [k, v] of value as Map<unknown, unknown>) {
-      assertPlainData(k, `${path} key`, seen)
-      assertPlainData(v, `${path}.get(…)`, seen)
+      describeUnstorable(k, `${path} key`, seen)
+      describeUnstorable(v, `${path}.get(…)`, seen)
     }
   } else if (types.isSet(value)) {
-    for (const v of value as Set<unknown>) assertPlainData(v, `${path} member`, seen)
+    for (const v of value as Set<unknown>) describeUnstorable(v, `${path} member`, seen)
   } else if (!(
     types.isDate(value) ||
     types.isRegExp(value) ||

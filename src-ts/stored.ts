@@ -1,7 +1,7 @@
 import { types } from 'node:util'
 import { closedError, fromNative, unserializableError } from './errors'
 import { encodeKey } from './key'
-import { IO_BYTES, IO_CREATED, IO_FRESHNESS, openDisk, openShared, OWNER } from './native'
+import { IO_BYTES, IO_CREATED, IO_FRESHNESS, IO_WAITED, openDisk, openShared, OWNER } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
 import { entryTimes } from './options'
 import type { ResolvedOptions } from './options'
@@ -184,12 +184,25 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     throw err
   }
 
-  function computeSync(self: unknown, args: ArrayLike<unknown>, hex: string, force: boolean): unknown {
-    if (computing.has(hex)) return fn.apply(self, args as unknown[])
+  /**
+   * Computes a sync function's result under the key's lock. `claimed`: the state `readOrLock`
+   * already reached for this key (the lock is then taken, or waited for, already).
+   */
+  function computeSync(
+    self: unknown,
+    args: ArrayLike<unknown>,
+    hex: string,
+    force: boolean,
+    claimed?: number,
+  ): unknown {
+    if (claimed === undefined && computing.has(hex)) return fn.apply(self, args as unknown[])
     let state: number
     let failure: Buffer | null | undefined
     try {
-      if (force) {
+      if (claimed !== undefined) {
+        state = claimed
+        if (state === CLAIM_FAILED) failure = store!.takeError()
+      } else if (force) {
         // refresh(): take the lock but do not accept the value that is there.
         const lr = store!.lock(io, OWNER, lockTimeout)
         state = lr.state === LOCK_ACQUIRED ? CLAIM_ACQUIRED : lr.error ? CLAIM_FAILED : CLAIM_SETTLED
@@ -316,12 +329,23 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     }
     let force = co?.refresh === true
     let r: unknown = MISS
+    // A sync function with nothing of its own in progress reads, and on a miss takes the lock,
+    // in one native call.
+    const fused = co === undefined && !asyncFn && computing.size === 0 && inflight.size === 0
+    let claimed = 0
     try {
       if (force) store.hash(kb, io)
-      else r = read(store.get(kb, io, scratch), io)
+      else if (fused) {
+        claimed = store.readOrLock(kb, io, scratch, OWNER, lockTimeout)
+        if (claimed >= 0 && io[IO_WAITED] === 0) r = read(claimed, io)
+      } else r = read(store.get(kb, io, scratch), io)
     } catch (e) {
       backendFailure(e)
       return fn.apply(self, args as unknown[])
+    }
+    if (fused && (claimed < 0 || io[IO_WAITED] === 1)) {
+      stats.misses++
+      return computeSync(self, args, io.toString('hex', 0, 32), false, claimed) as ReturnType<F>
     }
     if (
       r !== MISS &&

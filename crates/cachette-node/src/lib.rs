@@ -18,7 +18,7 @@ use cachette_core::key::{Digest, Keyspace, DIGEST_LEN};
 use cachette_core::shard_map::Bounds;
 use cachette_core::store::disk::{DiskStore, Role};
 use cachette_core::store::memory::SharedMemory;
-use cachette_core::store::{Claimed, LockOutcome, Store};
+use cachette_core::store::{Claimed, LockOutcome, ReadOrLock, Store};
 use cachette_core::CoreError;
 
 pub mod remote;
@@ -56,6 +56,8 @@ pub fn register_owner(env: Env) -> Result<u32> {
 
 /// Layout of the `io` buffer shared with JS: the digest, then what the last read found.
 const IO_FRESHNESS: usize = DIGEST_LEN;
+/// 1 when `readOrLock` found a value stored while it waited for the lock.
+const IO_WAITED: usize = DIGEST_LEN + 1;
 const IO_CREATED: usize = 40;
 /// Bytes the JS side allocates for `io`.
 #[napi]
@@ -183,6 +185,20 @@ impl NativeStore {
     Ok(())
   }
 
+  /// The result code of a claim for JS (see `lockAndRead`); `len` is the length of a value found.
+  fn claimed_code(&self, claimed: Claimed, len: i64) -> i64 {
+    match claimed {
+      Claimed::Value => len,
+      Claimed::Acquired => -1,
+      Claimed::TimedOut => -2,
+      Claimed::Settled(None) => -3,
+      Claimed::Settled(Some(e)) => {
+        *self.failure.lock() = Some(e);
+        -4
+      }
+    }
+  }
+
   /// Reads the entry of the digest in `io`, copying its payload into `scratch` when it fits.
   /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
   fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
@@ -293,15 +309,36 @@ impl NativeStore {
         len = copy_found(&mut io, &mut scratch, now, t, p)
       })
       .map_err(coded)?;
-    Ok(match claimed {
-      Claimed::Value => len,
-      Claimed::Acquired => -1,
-      Claimed::TimedOut => -2,
-      Claimed::Settled(None) => -3,
-      Claimed::Settled(Some(e)) => {
-        *self.failure.lock() = Some(e);
-        -4
-      }
+    Ok(self.claimed_code(claimed, len))
+  }
+
+  /// `get`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
+  /// computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
+  /// another caller stored while this one waited when `io[IO_WAITED]` is 1.
+  #[napi]
+  pub fn read_or_lock(
+    &self,
+    key: &[u8],
+    mut io: BufferSlice,
+    mut scratch: BufferSlice,
+    owner: u32,
+    timeout_ms: f64,
+  ) -> Result<i64> {
+    self.hash_into(key, &mut io)?;
+    let d = digest_of(&io)?;
+    let now = now_ms();
+    let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
+    let mut len = -1i64;
+    let r = self
+      .store()?
+      .read_or_lock(self.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
+        len = copy_found(&mut io, &mut scratch, now, t, p)
+      })
+      .map_err(coded)?;
+    io[IO_WAITED] = u8::from(matches!(r, ReadOrLock::Claimed(Claimed::Value)));
+    Ok(match r {
+      ReadOrLock::Hit => len,
+      ReadOrLock::Claimed(c) => self.claimed_code(c, len),
     })
   }
 

@@ -31,7 +31,7 @@ use rocksdb::{
 };
 
 use super::ipc::{self, Cursor, WriteOp};
-use super::{claim_local, settle_local, Entry, LockOutcome, Store};
+use super::{claim_local, reread_after_lock, settle_local, Claimed, Entry, LockOutcome, ReadOrLock, Store};
 use crate::clock::{Clock, SystemClock};
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
@@ -207,6 +207,8 @@ struct Inner {
   flights: SingleFlight<Digest, ()>,
   clock: Arc<dyn Clock>,
   write_errors: AtomicU64,
+  /// Entries carry their own checksum, checked on every read: RocksDB's block check is skipped.
+  read_options: ReadOptions,
 }
 
 /// A disk cache directory opened by this process.
@@ -292,6 +294,9 @@ fn db_options() -> Options {
   o.set_keep_log_file_num(2);
   o.set_max_log_file_size(1 << 20);
   o.set_write_buffer_size(16 << 20);
+  // A miss (the common read before a store) is answered by bloom filters, memtable included.
+  o.set_memtable_whole_key_filtering(true);
+  o.set_memtable_prefix_bloom_ratio(0.02);
   o.increase_parallelism(2);
   let mut table = BlockBasedOptions::default();
   table.set_bloom_filter(10.0, false);
@@ -418,6 +423,11 @@ impl DiskStore {
       flights: SingleFlight::new(),
       clock: Arc::new(SystemClock),
       write_errors: AtomicU64::new(0),
+      read_options: {
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(false);
+        ro
+      },
     });
     let conn = elect(&inner)?;
     *inner.conn.write() = Some(conn);
@@ -951,10 +961,10 @@ impl Store for DiskStore {
     }
     // The owner reads its database in place; a guest asks the owner.
     if let Some(Conn::Owner { db, .. }) = &*self.inner.conn.read() {
-      // Entries carry their own checksum, checked on every read: skip RocksDB's block check.
-      let mut ro = ReadOptions::default();
-      ro.set_verify_checksums(false);
-      return match db.get_pinned_opt(key, &ro).map_err(CoreError::io)? {
+      return match db
+        .get_pinned_opt(key, &self.inner.read_options)
+        .map_err(CoreError::io)?
+      {
         Some(raw) => self.accept(key, digest, &raw, sink),
         None => Ok(false),
       };
@@ -963,6 +973,34 @@ impl Store for DiskStore {
       Some(raw) => self.accept(key, digest, &raw, sink),
       None => Ok(false),
     }
+  }
+
+  fn read_or_lock(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    owner: OwnerId,
+    timeout: Duration,
+    now_ms: u64,
+    sink: &mut dyn FnMut(Times, &[u8]),
+  ) -> CoreResult<ReadOrLock> {
+    // Every write to the directory, this process's or another's, passes through the owner's
+    // queue: when the owner takes the lock and nothing was queued since its read, the read
+    // still holds, and the second read of `lock_and_read` is skipped.
+    let queued = self.inner.progress.lock().queued;
+    if self.read(ns, digest, sink)? {
+      return Ok(ReadOrLock::Hit);
+    }
+    let outcome = self.lock(digest, owner, timeout)?;
+    if outcome == LockOutcome::Acquired
+      && matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }))
+      && self.inner.progress.lock().queued == queued
+    {
+      return Ok(ReadOrLock::Claimed(Claimed::Acquired));
+    }
+    Ok(ReadOrLock::Claimed(reread_after_lock(
+      self, outcome, ns, digest, owner, now_ms, sink,
+    )?))
   }
 
   fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
@@ -1256,6 +1294,44 @@ mod tests {
     // The byte-range lock was released by the writer: a fresh claimant gets it.
     assert_eq!(s.lock(&d, 3, Duration::from_secs(1)).unwrap(), LockOutcome::Acquired);
     s.release(&d, 3, None);
+  }
+
+  #[test]
+  fn read_or_lock_hits_claims_a_miss_and_hands_a_waiter_the_value_stored_meanwhile() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    let d = digest(8);
+    let second = Duration::from_secs(1);
+    let none = &mut |_: Times, _: &[u8]| panic!("nothing to read yet");
+    assert_eq!(
+      s.read_or_lock(NS, &d, 1, second, 1, none).unwrap(),
+      ReadOrLock::Claimed(Claimed::Acquired)
+    );
+    // Another thread misses the same key: it waits for the holder, then reads what it stored.
+    let s2 = s.clone();
+    let waiter = thread::spawn(move || {
+      let mut got = Vec::new();
+      let r = s2
+        .read_or_lock(NS, &d, 2, Duration::from_secs(5), 1, &mut |_, p| got = p.to_vec())
+        .unwrap();
+      (r, got)
+    });
+    thread::sleep(Duration::from_millis(20));
+    s.put_and_release(NS, &d, b"x", Times::forever(1), 1).unwrap();
+    assert_eq!(
+      waiter.join().unwrap(),
+      (ReadOrLock::Claimed(Claimed::Value), b"x".to_vec())
+    );
+    let mut got = Vec::new();
+    assert_eq!(
+      s.read_or_lock(NS, &d, 3, second, 1, &mut |_, p| got = p.to_vec())
+        .unwrap(),
+      ReadOrLock::Hit
+    );
+    assert_eq!(got, b"x");
+    // A hit takes no lock: a claimant of the key gets it at once.
+    assert_eq!(s.lock(&d, 4, second).unwrap(), LockOutcome::Acquired);
+    s.release(&d, 4, None);
   }
 
   #[test]

@@ -105,31 +105,75 @@ pub trait Store: Send + Sync {
     now_ms: u64,
     sink: &mut dyn FnMut(Times, &[u8]),
   ) -> CoreResult<Claimed> {
-    use crate::envelope::Freshness;
-    let mut fresh = |times: Times, payload: &[u8]| -> bool {
-      let ok = times.freshness(now_ms) == Freshness::Fresh;
-      if ok {
-        sink(times, payload);
-      }
-      ok
-    };
-    let mut seen = false;
-    match self.lock(digest, owner, timeout)? {
-      LockOutcome::Acquired => {
-        self.read(ns, digest, &mut |t, p| seen = fresh(t, p))?;
-        if seen {
-          self.release(digest, owner, None);
-          return Ok(Claimed::Value);
-        }
-        Ok(Claimed::Acquired)
-      }
-      LockOutcome::Settled(None) => {
-        self.read(ns, digest, &mut |t, p| seen = fresh(t, p))?;
-        Ok(if seen { Claimed::Value } else { Claimed::Settled(None) })
-      }
-      LockOutcome::Settled(Some(e)) => Ok(Claimed::Settled(Some(e))),
-      LockOutcome::TimedOut => Ok(Claimed::TimedOut),
+    let outcome = self.lock(digest, owner, timeout)?;
+    reread_after_lock(self, outcome, ns, digest, owner, now_ms, sink)
+  }
+
+  /// A read, and on a miss the miss path ([`Store::lock_and_read`]) in the same call: `Hit`
+  /// when the first read found an entry (fresh or stale: `sink` saw it), else how the claim
+  /// ended.
+  fn read_or_lock(
+    &self,
+    ns: [u8; 8],
+    digest: &Digest,
+    owner: OwnerId,
+    timeout: Duration,
+    now_ms: u64,
+    sink: &mut dyn FnMut(Times, &[u8]),
+  ) -> CoreResult<ReadOrLock> {
+    if self.read(ns, digest, sink)? {
+      return Ok(ReadOrLock::Hit);
     }
+    Ok(ReadOrLock::Claimed(
+      self.lock_and_read(ns, digest, owner, timeout, now_ms, sink)?,
+    ))
+  }
+}
+
+/// How [`Store::read_or_lock`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOrLock {
+  /// The first read found the entry.
+  Hit,
+  /// It was a miss: the claim ended so.
+  Claimed(Claimed),
+}
+
+/// The second half of [`Store::lock_and_read`]: with the lock taken (or waited for), reads the
+/// key again, since the holder we waited for, or another process, may have stored it.
+pub(crate) fn reread_after_lock<S: Store + ?Sized>(
+  store: &S,
+  outcome: LockOutcome,
+  ns: [u8; 8],
+  digest: &Digest,
+  owner: OwnerId,
+  now_ms: u64,
+  sink: &mut dyn FnMut(Times, &[u8]),
+) -> CoreResult<Claimed> {
+  use crate::envelope::Freshness;
+  let mut fresh = |times: Times, payload: &[u8]| -> bool {
+    let ok = times.freshness(now_ms) == Freshness::Fresh;
+    if ok {
+      sink(times, payload);
+    }
+    ok
+  };
+  let mut seen = false;
+  match outcome {
+    LockOutcome::Acquired => {
+      store.read(ns, digest, &mut |t, p| seen = fresh(t, p))?;
+      if seen {
+        store.release(digest, owner, None);
+        return Ok(Claimed::Value);
+      }
+      Ok(Claimed::Acquired)
+    }
+    LockOutcome::Settled(None) => {
+      store.read(ns, digest, &mut |t, p| seen = fresh(t, p))?;
+      Ok(if seen { Claimed::Value } else { Claimed::Settled(None) })
+    }
+    LockOutcome::Settled(Some(e)) => Ok(Claimed::Settled(Some(e))),
+    LockOutcome::TimedOut => Ok(Claimed::TimedOut),
   }
 }
 
