@@ -1,5 +1,6 @@
 import test from 'ava'
 import { memoize } from '../src-ts/index'
+import { lastToken, Node, prune, UNSUPPORTED, walk } from '../src-ts/key-trie'
 import { sleep, tempDir, uniqueNamespace } from './helpers/env'
 import { backends, counted, track } from './helpers/store-suite'
 
@@ -193,4 +194,15 @@ test('shared: true hands out copies: mutating a result does not change the cache
   r.list.push(99)
   t.deepEqual(f(1), { list: [1] })
   t.not(f(1), f(1))
+})
+
+test('the key trie keeps no empty path after an argument it does not cover, nor after a prune', (t) => {
+  const root = new Node(null, null)
+  t.is(walk(root, [1, { a: 2, b: [3, new Date(4)] }], true), UNSUPPORTED)
+  t.is(root.size + root.kids, 0, 'the nodes made before the Date are gone')
+  const n = walk(root, [1, { a: 2, b: 3 }], true) as Node
+  n.set(lastToken, 'entry')
+  t.true(root.size + root.kids > 0)
+  prune(n, lastToken)
+  t.is(root.size + root.kids, 0, 'pruning the only entry empties the trie')
 })

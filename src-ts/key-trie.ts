@@ -193,12 +193,16 @@ export function walk(root: Node, args: ArrayLike<unknown>, make: boolean): Node 
     lastToken = pending
     return node
   }
-  if (r < 0) return UNSUPPORTED
+  if (r < 0) {
+    // Nodes made for the tokens before the uncovered value hold nothing: remove them again.
+    if (make) prune(node, NONE)
+    return UNSUPPORTED
+  }
   for (let i = 0; i < args.length; i++) if (!covered(args[i], 0)) return UNSUPPORTED
   return undefined
 }
 
-/** Removes the entry under `token` in `n`, and every node left empty above it. */
+/** Removes the entry under `token` in `n`, and `n` and every node above it left empty. */
 export function prune(n: Node, token: unknown): void {
   n.delete(token)
   while (n.size === 0 && n.kids === 0) {

@@ -100,6 +100,8 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       r = fn.apply(self, args as unknown[])
     } catch (err) {
       stats.errors++
+      // The miss walked its trie path into being: take it away again if nothing else uses it.
+      if (router.isTrie(c) && read(c, k) === undefined) prune(c as Node, k)
       throw err
     }
     keep(c, k, r)
@@ -114,7 +116,8 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
     if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
-    keyFor(args, false)
+    // A miss stores under this key: walking it into being now spares a second walk.
+    keyFor(args, true)
     const c = router.container
     const v = c === null ? undefined : read(c, router.key)
     if (v !== undefined && co?.refresh !== true && (co?.maxAge === undefined || !tooOld(c!, router.key, co.maxAge))) {
