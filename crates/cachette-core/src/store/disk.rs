@@ -201,6 +201,8 @@ struct Inner {
   electing: Mutex<()>,
   pending: Mutex<HashMap<StoreKey, Pending, BuildHasherDefault<DigestHasher>>>,
   progress: Mutex<Progress>,
+  /// `progress.queued`, readable without the lock.
+  queued: AtomicU64,
   progressed: Condvar,
   queue: JobQueue,
   locks: FileLocks,
@@ -417,6 +419,7 @@ impl DiskStore {
       electing: Mutex::new(()),
       pending: Mutex::new(HashMap::default()),
       progress: Mutex::new(Progress::default()),
+      queued: AtomicU64::new(0),
       progressed: Condvar::new(),
       queue: JobQueue::default(),
       locks,
@@ -493,6 +496,7 @@ impl Inner {
       return Err(CoreError::Closed);
     }
     p.queued += 1;
+    self.queued.store(p.queued, Ordering::SeqCst);
     Ok(p.queued)
   }
 
@@ -987,14 +991,14 @@ impl Store for DiskStore {
     // Every write to the directory, this process's or another's, passes through the owner's
     // queue: when the owner takes the lock and nothing was queued since its read, the read
     // still holds, and the second read of `lock_and_read` is skipped.
-    let queued = self.inner.progress.lock().queued;
+    let queued = self.inner.queued.load(Ordering::SeqCst);
     if self.read(ns, digest, sink)? {
       return Ok(ReadOrLock::Hit);
     }
     let outcome = self.lock(digest, owner, timeout)?;
     if outcome == LockOutcome::Acquired
       && matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }))
-      && self.inner.progress.lock().queued == queued
+      && self.inner.queued.load(Ordering::SeqCst) == queued
     {
       return Ok(ReadOrLock::Claimed(Claimed::Acquired));
     }
