@@ -43,17 +43,12 @@ export declare class NativeStore {
   /** Hashes the canonical key bytes into `io`'s digest. */
   hash(key: Uint8Array, io: Buffer): void
   /**
-   * Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
-   * or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
-   * `io` also receives whether the entry is stale and when it was created.
+   * This store's handle for the hot-path functions (`storeGet` and the others), valid in this
+   * JS thread until `close()`.
    */
-  get(key: Uint8Array, io: Buffer, scratch: Buffer): number
-  /** Like `get`, for the digest already in `io`. */
-  getHashed(io: Buffer, scratch: Buffer): number
+  handle(): number
   /** Reads the entry of the digest in `io` as a new Buffer (payloads too large for `scratch`). */
   getBuffer(io: Buffer): Buffer | null
-  /** Stores `payload` for the digest in `io` (write-behind on disk). */
-  put(io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
   /** Removes the entry of the digest in `io`; true if there was one. */
   delete(io: Uint8Array): boolean
   /** Removes every entry of this namespace. */
@@ -69,18 +64,10 @@ export declare class NativeStore {
    * without a value) or -4 (another thread failed: `takeError()` has its serialized error).
    */
   lockAndRead(io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number
-  /**
-   * `get`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
-   * computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
-   * another caller stored while this one waited when `io[IO_WAITED]` is 1.
-   */
-  readOrLock(key: Uint8Array, io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number
   /** The serialized error of the last `lockAndRead` that returned -4. */
   takeError(): Buffer | null
   /** Like `lock`, waiting on a helper thread: the JS thread keeps running. */
   lockAsync(io: Uint8Array, owner: number, timeoutMs: number): Promise<LockResult | Failure>
-  /** Stores the computed payload and releases the lock taken by `owner`. */
-  putAndRelease(io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number, owner: number): void
   /** Releases the lock without a value; `error` (serialized) reaches the waiting threads. */
   release(io: Uint8Array, owner: number, error?: Uint8Array | undefined | null): void
   /** Resolves once every write issued before the call is durable (`sync`: on stable storage). */
@@ -157,3 +144,26 @@ export declare function remoteCompletions(callback: (done: [id: number, result: 
 
 /** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
 export declare function remoteRef(hold: boolean): void
+
+/**
+ * Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
+ * or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
+ * `io` also receives whether the entry is stale and when it was created.
+ */
+export declare function storeGet(handle: number, key: Uint8Array, io: Buffer, scratch: Buffer): number
+
+/** Like `storeGet`, for the digest already in `io`. */
+export declare function storeGetHashed(handle: number, io: Buffer, scratch: Buffer): number
+
+/** Stores `payload` for the digest in `io` (write-behind on disk). */
+export declare function storePut(handle: number, io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
+
+/** Stores the computed payload and releases the lock taken by `owner`. */
+export declare function storePutAndRelease(handle: number, io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number, owner: number): void
+
+/**
+ * `storeGet`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
+ * computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
+ * another caller stored while this one waited when `io[IO_WAITED]` is 1.
+ */
+export declare function storeReadOrLock(handle: number, key: Uint8Array, io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number

@@ -9,6 +9,12 @@ import type { Acquire, Failure, Found, NativeRemote } from '../index'
 export type { NativeStore, LockResult, Failure, Acquire, Found } from '../index'
 export const openDisk = binding.openDisk
 export const openShared = binding.openShared
+/* The hot path of a store, called with its `handle()`: free functions cost far less per call. */
+export const storeGet = binding.storeGet
+export const storeGetHashed = binding.storeGetHashed
+export const storeReadOrLock = binding.storeReadOrLock
+export const storePut = binding.storePut
+export const storePutAndRelease = binding.storePutAndRelease
 /** Bytes of the `io` buffer shared with native calls. */
 export const IO_BYTES = binding.IO_BYTES
 /** Offsets inside `io`: the digest fills bytes 0–31. */

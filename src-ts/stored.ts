@@ -1,7 +1,20 @@
 import { types } from 'node:util'
 import { closedError, fromNative, unserializableError } from './errors'
 import { encodeKey } from './key'
-import { IO_BYTES, IO_CREATED, IO_FRESHNESS, IO_WAITED, openDisk, openShared, OWNER } from './native'
+import {
+  IO_BYTES,
+  IO_CREATED,
+  IO_FRESHNESS,
+  IO_WAITED,
+  openDisk,
+  openShared,
+  OWNER,
+  storeGet,
+  storeGetHashed,
+  storePut,
+  storePutAndRelease,
+  storeReadOrLock,
+} from './native'
 import type { Failure, LockResult, NativeStore } from './native'
 import { entryTimes } from './options'
 import type { ResolvedOptions } from './options'
@@ -93,6 +106,8 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   let asyncFn = types.isAsyncFunction(fn)
   let closed = false
   let store: NativeStore | null = null
+  /** `store`'s handle for the hot-path functions. */
+  let h = 0
 
   function backendFailure(e: unknown): void {
     stats.errors++
@@ -104,6 +119,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   try {
     store = o.backend === 'disk' ? openDisk(o.path, o.namespace) : openShared(o.namespace, o.maxEntries, o.maxBytes)
     openStores.add(store)
+    h = store.handle()
   } catch (e) {
     backendFailure(e)
   }
@@ -130,7 +146,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function reread(buf: Buffer): unknown {
     try {
-      return read(store!.getHashed(buf, scratch), buf)
+      return read(storeGetHashed(h, buf, scratch), buf)
     } catch (e) {
       backendFailure(e)
       return MISS
@@ -166,8 +182,8 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (locked) s.release(buf, OWNER, null)
         return
       }
-      if (locked) s.putAndRelease(buf, payload, ...entryTimes(o), OWNER)
-      else s.put(buf, payload, ...entryTimes(o))
+      if (locked) storePutAndRelease(h, buf, payload, ...entryTimes(o), OWNER)
+      else storePut(h, buf, payload, ...entryTimes(o))
     } catch (e) {
       backendFailure(e)
     }
@@ -336,9 +352,9 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     try {
       if (force) store.hash(kb, io)
       else if (fused) {
-        claimed = store.readOrLock(kb, io, scratch, OWNER, lockTimeout)
+        claimed = storeReadOrLock(h, kb, io, scratch, OWNER, lockTimeout)
         if (claimed >= 0 && io[IO_WAITED] === 0) r = read(claimed, io)
-      } else r = read(store.get(kb, io, scratch), io)
+      } else r = read(storeGet(h, kb, io, scratch), io)
     } catch (e) {
       backendFailure(e)
       return fn.apply(self, args as unknown[])
@@ -414,7 +430,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const buf = hashed(args)
     if (buf === undefined) return MISS
     try {
-      return read(store!.getHashed(buf, scratch), buf)
+      return read(storeGetHashed(h, buf, scratch), buf)
     } catch (e) {
       backendFailure(e)
       return MISS

@@ -146,43 +146,48 @@ pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Optio
   NativeStore::new(store, None, &namespace)
 }
 
-/// A store opened for one namespace.
-#[napi]
-pub struct NativeStore {
-  store: Option<Arc<dyn Store>>,
-  failure: Mutex<Option<Vec<u8>>>,
-  disk: Option<Arc<DiskStore>>,
+/// What the hot-path functions need of an open store. Its JS thread's table holds one too.
+struct Hot {
+  store: Arc<dyn Store>,
   keyspace: Keyspace,
   ns: [u8; 8],
+  /// The serialized error of the last claim that ended in another caller's failure.
+  failure: Mutex<Option<Vec<u8>>>,
 }
 
-impl NativeStore {
-  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
-    let mut stores = open_stores().lock();
-    stores.retain(|w| w.strong_count() > 0);
-    stores.push(Arc::downgrade(&store));
-    drop(stores);
-    let keyspace = Keyspace::new(namespace);
-    let ns = keyspace.id();
-    NativeStore {
-      store: Some(store),
-      failure: Mutex::new(None),
-      disk,
-      keyspace,
-      ns,
-    }
-  }
+thread_local! {
+  /// The stores this JS thread opened, by handle: the hot-path functions below find their store
+  /// here, since a call of a free function costs a fraction of a class method's (the method's
+  /// receiver is unwrapped and its type tag checked on every call).
+  static HOT: std::cell::RefCell<Vec<Option<Arc<Hot>>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
-  fn store(&self) -> Result<&Arc<dyn Store>> {
-    self.store.as_ref().ok_or_else(|| coded(CoreError::Closed))
-  }
+fn hot(handle: u32) -> Result<Arc<Hot>> {
+  HOT
+    .with(|t| t.borrow().get(handle as usize).cloned().flatten())
+    .ok_or_else(|| coded(CoreError::Closed))
+}
 
+impl Hot {
   fn hash_into(&self, key: &[u8], io: &mut [u8]) -> Result<()> {
     let d = self.keyspace.digest_encoded(key);
     io.get_mut(..DIGEST_LEN)
       .ok_or_else(|| invalid("io buffer too small"))?
       .copy_from_slice(&d);
     Ok(())
+  }
+
+  /// Reads the entry of the digest in `io`, copying its payload into `scratch` when it fits.
+  /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
+  fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
+    let d = digest_of(io)?;
+    let now = now_ms();
+    let mut len = -1i64;
+    self
+      .store
+      .read(self.ns, &d, &mut |t, p| len = copy_found(io, scratch, now, t, p))
+      .map_err(coded)?;
+    Ok(len)
   }
 
   /// The result code of a claim for JS (see `lockAndRead`); `len` is the length of a value found.
@@ -198,18 +203,140 @@ impl NativeStore {
       }
     }
   }
+}
 
-  /// Reads the entry of the digest in `io`, copying its payload into `scratch` when it fits.
-  /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
-  fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
-    let d = digest_of(io)?;
-    let now = now_ms();
-    let mut len = -1i64;
-    self
-      .store()?
-      .read(self.ns, &d, &mut |t, p| len = copy_found(io, scratch, now, t, p))
-      .map_err(coded)?;
-    Ok(len)
+/// Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
+/// or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
+/// `io` also receives whether the entry is stale and when it was created.
+#[napi]
+pub fn store_get(handle: u32, key: &[u8], mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
+  let h = hot(handle)?;
+  h.hash_into(key, &mut io)?;
+  h.read_into(&mut io, &mut scratch)
+}
+
+/// Like `storeGet`, for the digest already in `io`.
+#[napi]
+pub fn store_get_hashed(handle: u32, mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
+  hot(handle)?.read_into(&mut io, &mut scratch)
+}
+
+/// `storeGet`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
+/// computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
+/// another caller stored while this one waited when `io[IO_WAITED]` is 1.
+#[napi]
+pub fn store_read_or_lock(
+  handle: u32,
+  key: &[u8],
+  mut io: BufferSlice,
+  mut scratch: BufferSlice,
+  owner: u32,
+  timeout_ms: f64,
+) -> Result<i64> {
+  let h = hot(handle)?;
+  h.hash_into(key, &mut io)?;
+  let d = digest_of(&io)?;
+  let now = now_ms();
+  let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
+  let mut len = -1i64;
+  let r = h
+    .store
+    .read_or_lock(h.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
+      len = copy_found(&mut io, &mut scratch, now, t, p)
+    })
+    .map_err(coded)?;
+  io[IO_WAITED] = u8::from(matches!(r, ReadOrLock::Claimed(Claimed::Value)));
+  Ok(match r {
+    ReadOrLock::Hit => len,
+    ReadOrLock::Claimed(c) => h.claimed_code(c, len),
+  })
+}
+
+/// Stores `payload` for the digest in `io` (write-behind on disk).
+#[napi]
+pub fn store_put(handle: u32, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
+  let h = hot(handle)?;
+  let d = digest_of(io)?;
+  h.store
+    .put(h.ns, &d, payload, times(stale_at_ms, expires_ms, now_ms))
+    .map_err(coded)
+}
+
+/// Stores the computed payload and releases the lock taken by `owner`.
+#[napi]
+pub fn store_put_and_release(
+  handle: u32,
+  io: &[u8],
+  payload: &[u8],
+  stale_at_ms: f64,
+  expires_ms: f64,
+  now_ms: f64,
+  owner: u32,
+) -> Result<()> {
+  let h = hot(handle)?;
+  let d = digest_of(io)?;
+  h.store
+    .put_and_release(
+      h.ns,
+      &d,
+      payload,
+      times(stale_at_ms, expires_ms, now_ms),
+      u64::from(owner),
+    )
+    .map_err(coded)
+}
+
+/// A store opened for one namespace.
+#[napi]
+pub struct NativeStore {
+  hot: Option<Arc<Hot>>,
+  disk: Option<Arc<DiskStore>>,
+  /// Its slot in this JS thread's table, once `handle()` was asked for.
+  slot: Option<u32>,
+}
+
+impl NativeStore {
+  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
+    let mut stores = open_stores().lock();
+    stores.retain(|w| w.strong_count() > 0);
+    stores.push(Arc::downgrade(&store));
+    drop(stores);
+    let keyspace = Keyspace::new(namespace);
+    let ns = keyspace.id();
+    NativeStore {
+      hot: Some(Arc::new(Hot {
+        store,
+        keyspace,
+        ns,
+        failure: Mutex::new(None),
+      })),
+      disk,
+      slot: None,
+    }
+  }
+
+  fn hot(&self) -> Result<&Arc<Hot>> {
+    self.hot.as_ref().ok_or_else(|| coded(CoreError::Closed))
+  }
+
+  fn store(&self) -> Result<&Arc<dyn Store>> {
+    Ok(&self.hot()?.store)
+  }
+
+  fn unregister(&mut self) {
+    if let Some(slot) = self.slot.take() {
+      let _ = HOT.try_with(|t| {
+        if let Some(x) = t.borrow_mut().get_mut(slot as usize) {
+          *x = None;
+        }
+      });
+    }
+  }
+}
+
+impl Drop for NativeStore {
+  fn drop(&mut self) {
+    self.unregister();
   }
 }
 
@@ -218,62 +345,67 @@ impl NativeStore {
   /// Hashes the canonical key bytes into `io`'s digest.
   #[napi]
   pub fn hash(&self, key: &[u8], mut io: BufferSlice) -> Result<()> {
-    self.hash_into(key, &mut io)
+    self.hot()?.hash_into(key, &mut io)
   }
 
-  /// Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
-  /// or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
-  /// `io` also receives whether the entry is stale and when it was created.
+  /// This store's handle for the hot-path functions (`storeGet` and the others), valid in this
+  /// JS thread until `close()`.
   #[napi]
-  pub fn get(&self, key: &[u8], mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
-    self.hash_into(key, &mut io)?;
-    self.read_into(&mut io, &mut scratch)
-  }
-
-  /// Like `get`, for the digest already in `io`.
-  #[napi]
-  pub fn get_hashed(&self, mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
-    self.read_into(&mut io, &mut scratch)
+  pub fn handle(&mut self) -> Result<u32> {
+    if let Some(slot) = self.slot {
+      return Ok(slot);
+    }
+    let h = self.hot()?.clone();
+    let slot = HOT.with(|t| {
+      let mut t = t.borrow_mut();
+      match t.iter().position(Option::is_none) {
+        Some(i) => {
+          t[i] = Some(h);
+          i
+        }
+        None => {
+          t.push(Some(h));
+          t.len() - 1
+        }
+      }
+    });
+    let slot = u32::try_from(slot).map_err(|_| invalid("too many open stores"))?;
+    self.slot = Some(slot);
+    Ok(slot)
   }
 
   /// Reads the entry of the digest in `io` as a new Buffer (payloads too large for `scratch`).
   #[napi]
   pub fn get_buffer(&self, mut io: BufferSlice) -> Result<Option<Buffer>> {
     let d = digest_of(&io)?;
-    let e = self.store()?.get(self.ns, &d).map_err(coded)?;
+    let h = self.hot()?;
+    let e = h.store.get(h.ns, &d).map_err(coded)?;
     Ok(e.map(|e| {
       copy_found(&mut io, &mut [], now_ms(), e.times, &[]);
       e.payload.into()
     }))
   }
 
-  /// Stores `payload` for the digest in `io` (write-behind on disk).
-  #[napi]
-  pub fn put(&self, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
-    let d = digest_of(io)?;
-    self
-      .store()?
-      .put(self.ns, &d, payload, times(stale_at_ms, expires_ms, now_ms))
-      .map_err(coded)
-  }
-
   /// Removes the entry of the digest in `io`; true if there was one.
   #[napi]
   pub fn delete(&self, io: &[u8]) -> Result<bool> {
     let d = digest_of(io)?;
-    self.store()?.delete(self.ns, &d).map_err(coded)
+    let h = self.hot()?;
+    h.store.delete(h.ns, &d).map_err(coded)
   }
 
   /// Removes every entry of this namespace.
   #[napi]
   pub fn clear(&self) -> Result<()> {
-    self.store()?.clear(self.ns).map_err(coded)
+    let h = self.hot()?;
+    h.store.clear(h.ns).map_err(coded)
   }
 
   /// Number of entries of this namespace.
   #[napi]
   pub fn size(&self) -> Result<f64> {
-    Ok(self.store()?.len(self.ns).map_err(coded)? as f64)
+    let h = self.hot()?;
+    Ok(h.store.len(h.ns).map_err(coded)? as f64)
   }
 
   /// Takes the calculation lock of the digest in `io`, blocking up to `timeout_ms`.
@@ -303,56 +435,27 @@ impl NativeStore {
     let now = now_ms();
     let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
     let mut len = -1i64;
-    let claimed = self
-      .store()?
-      .lock_and_read(self.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
+    let h = self.hot()?;
+    let claimed = h
+      .store
+      .lock_and_read(h.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
         len = copy_found(&mut io, &mut scratch, now, t, p)
       })
       .map_err(coded)?;
-    Ok(self.claimed_code(claimed, len))
-  }
-
-  /// `get`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
-  /// computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
-  /// another caller stored while this one waited when `io[IO_WAITED]` is 1.
-  #[napi]
-  pub fn read_or_lock(
-    &self,
-    key: &[u8],
-    mut io: BufferSlice,
-    mut scratch: BufferSlice,
-    owner: u32,
-    timeout_ms: f64,
-  ) -> Result<i64> {
-    self.hash_into(key, &mut io)?;
-    let d = digest_of(&io)?;
-    let now = now_ms();
-    let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
-    let mut len = -1i64;
-    let r = self
-      .store()?
-      .read_or_lock(self.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
-        len = copy_found(&mut io, &mut scratch, now, t, p)
-      })
-      .map_err(coded)?;
-    io[IO_WAITED] = u8::from(matches!(r, ReadOrLock::Claimed(Claimed::Value)));
-    Ok(match r {
-      ReadOrLock::Hit => len,
-      ReadOrLock::Claimed(c) => self.claimed_code(c, len),
-    })
+    Ok(h.claimed_code(claimed, len))
   }
 
   /// The serialized error of the last `lockAndRead` that returned -4.
   #[napi]
   pub fn take_error(&self) -> Option<Buffer> {
-    self.failure.lock().take().map(Buffer::from)
+    self.hot.as_ref()?.failure.lock().take().map(Buffer::from)
   }
 
   /// Like `lock`, waiting on a helper thread: the JS thread keeps running.
   #[napi(ts_return_type = "Promise<LockResult | Failure>")]
   pub fn lock_async<'env>(&self, env: &'env Env, io: &[u8], owner: u32, timeout_ms: f64) -> Result<Object<'env>> {
     let d = digest_of(io)?;
-    let store = self.store.clone();
+    let store = self.hot.as_ref().map(|h| h.store.clone());
     let (deferred, promise) = env.create_deferred()?;
     std::thread::spawn(move || {
       let r = match store {
@@ -369,25 +472,6 @@ impl NativeStore {
     Ok(promise)
   }
 
-  /// Stores the computed payload and releases the lock taken by `owner`.
-  #[napi]
-  pub fn put_and_release(
-    &self,
-    io: &[u8],
-    payload: &[u8],
-    stale_at_ms: f64,
-    expires_ms: f64,
-    now_ms: f64,
-    owner: u32,
-  ) -> Result<()> {
-    let d = digest_of(io)?;
-    let t = times(stale_at_ms, expires_ms, now_ms);
-    self
-      .store()?
-      .put_and_release(self.ns, &d, payload, t, u64::from(owner))
-      .map_err(coded)
-  }
-
   /// Releases the lock without a value; `error` (serialized) reaches the waiting threads.
   #[napi]
   pub fn release(&self, io: &[u8], owner: u32, error: Option<&[u8]>) -> Result<()> {
@@ -399,7 +483,7 @@ impl NativeStore {
   /// Resolves once every write issued before the call is durable (`sync`: on stable storage).
   #[napi(ts_return_type = "Promise<Failure | null>")]
   pub fn flush<'env>(&self, env: &'env Env, sync: bool) -> Result<Object<'env>> {
-    let store = self.store.clone();
+    let store = self.hot.as_ref().map(|h| h.store.clone());
     let (deferred, promise) = env.create_deferred()?;
     std::thread::spawn(move || {
       let r = store.map_or(Ok(()), |s| s.flush(sync));
@@ -411,8 +495,8 @@ impl NativeStore {
   /// Blocks until every write issued before the call is durable.
   #[napi]
   pub fn flush_sync(&self, sync: bool) -> Result<()> {
-    match &self.store {
-      Some(s) => s.flush(sync).map_err(coded),
+    match &self.hot {
+      Some(h) => h.store.flush(sync).map_err(coded),
       None => Ok(()),
     }
   }
@@ -430,7 +514,8 @@ impl NativeStore {
   /// Drops this handle; the store closes when its last handle is gone.
   #[napi]
   pub fn close(&mut self) {
-    self.store = None;
+    self.unregister();
+    self.hot = None;
     self.disk = None;
   }
 }
