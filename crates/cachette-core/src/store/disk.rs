@@ -140,6 +140,105 @@ impl std::hash::Hasher for DigestHasher {
   }
 }
 
+/// Bytes of recent entries the owner keeps in memory (see [`Recent`]).
+const RECENT_BYTES: usize = 32 << 20;
+const RECENT_SHARDS: usize = 16;
+
+/// The entries the owner process read or wrote lately, sealed as on disk, so a hit skips
+/// RocksDB. It stays exact because every write to the directory, this process's or another's,
+/// passes through the owner's queue: the writer updates it after applying each batch, and a
+/// reader adds what it read from RocksDB only if nothing was queued since it began (checked
+/// under the shard lock the writer takes too). Over budget, a shard drops arbitrary entries.
+struct Recent {
+  shards: Vec<Mutex<RecentShard>>,
+}
+
+#[derive(Default)]
+struct RecentShard {
+  map: HashMap<StoreKey, Arc<[u8]>, BuildHasherDefault<DigestHasher>>,
+  bytes: usize,
+}
+
+/// What an entry costs in [`Recent`]'s budget: its bytes, its key and the map's bookkeeping.
+fn recent_cost(value: &[u8]) -> usize {
+  value.len() + 8 + STORE_KEY_LEN + 48
+}
+
+impl Recent {
+  fn new() -> Self {
+    Recent {
+      shards: (0..RECENT_SHARDS).map(|_| Mutex::new(RecentShard::default())).collect(),
+    }
+  }
+
+  fn shard(&self, key: &StoreKey) -> &Mutex<RecentShard> {
+    &self.shards[key[8] as usize % RECENT_SHARDS]
+  }
+
+  fn get(&self, key: &StoreKey) -> Option<Arc<[u8]>> {
+    self.shard(key).lock().map.get(key).cloned()
+  }
+
+  /// Adds `value` unless `changed()` says a write was queued meanwhile.
+  fn offer(&self, key: StoreKey, value: Arc<[u8]>, changed: impl FnOnce() -> bool) {
+    let mut shard = self.shard(&key).lock();
+    if !changed() {
+      shard.put(key, value);
+    }
+  }
+
+  fn put(&self, key: StoreKey, value: Arc<[u8]>) {
+    self.shard(&key).lock().put(key, value);
+  }
+
+  fn remove(&self, key: &StoreKey) {
+    let mut shard = self.shard(key).lock();
+    if let Some(old) = shard.map.remove(key) {
+      shard.bytes -= recent_cost(&old);
+    }
+  }
+
+  /// Drops every entry whose key falls in `from..to`.
+  fn remove_range(&self, from: &[u8], to: &[u8]) {
+    for shard in &self.shards {
+      let mut shard = shard.lock();
+      let RecentShard { map, bytes } = &mut *shard;
+      map.retain(|k, v| {
+        let keep = !(k[..] >= *from && k[..] < *to);
+        if !keep {
+          *bytes -= recent_cost(v);
+        }
+        keep
+      });
+    }
+  }
+}
+
+impl RecentShard {
+  fn put(&mut self, key: StoreKey, value: Arc<[u8]>) {
+    self.bytes += recent_cost(&value);
+    if let Some(old) = self.map.insert(key, value) {
+      self.bytes -= recent_cost(&old);
+    }
+    let budget = RECENT_BYTES / RECENT_SHARDS;
+    if self.bytes > budget {
+      let mut evict = Vec::new();
+      let mut freed = 0;
+      for (k, v) in &self.map {
+        if self.bytes - freed <= budget * 3 / 4 {
+          break;
+        }
+        freed += recent_cost(v);
+        evict.push(*k);
+      }
+      for k in evict {
+        self.map.remove(&k);
+      }
+      self.bytes -= freed;
+    }
+  }
+}
+
 fn store_key(ns: [u8; 8], digest: &Digest) -> StoreKey {
   let mut k = [0u8; 8 + STORE_KEY_LEN];
   k[..8].copy_from_slice(&ns);
@@ -203,6 +302,8 @@ struct Inner {
   progress: Mutex<Progress>,
   /// `progress.queued`, readable without the lock.
   queued: AtomicU64,
+  /// Recent entries (owner only).
+  recent: Recent,
   progressed: Condvar,
   queue: JobQueue,
   locks: FileLocks,
@@ -420,6 +521,7 @@ impl DiskStore {
       pending: Mutex::new(HashMap::default()),
       progress: Mutex::new(Progress::default()),
       queued: AtomicU64::new(0),
+      recent: Recent::new(),
       progressed: Condvar::new(),
       queue: JobQueue::default(),
       locks,
@@ -609,6 +711,18 @@ impl Inner {
       } else {
         self.apply(&ops, sync)
       };
+      if applied.is_ok() && matches!(&*self.conn.read(), Some(Conn::Owner { .. })) {
+        for j in &jobs {
+          match j {
+            Job::Write {
+              key, value: Some(v), ..
+            } => self.recent.put(*key, v.clone()),
+            Job::Write { key, value: None, .. } => self.recent.remove(key),
+            Job::Range { from, to, .. } => self.recent.remove_range(from, to),
+            _ => {}
+          }
+        }
+      }
       {
         let mut pending = self.pending.lock();
         for j in &jobs {
@@ -956,6 +1070,8 @@ impl Store for DiskStore {
 
   fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
     let key = store_key(ns, digest);
+    // Taken before the queue is looked at: see `Recent`.
+    let seq = self.inner.queued.load(Ordering::SeqCst);
     let queued = self.inner.pending.lock().get(&key).map(|p| p.value.clone());
     if let Some(v) = queued {
       return match v {
@@ -965,11 +1081,22 @@ impl Store for DiskStore {
     }
     // The owner reads its database in place; a guest asks the owner.
     if let Some(Conn::Owner { db, .. }) = &*self.inner.conn.read() {
+      if let Some(raw) = self.inner.recent.get(&key) {
+        return self.accept(key, digest, &raw, sink);
+      }
       return match db
         .get_pinned_opt(key, &self.inner.read_options)
         .map_err(CoreError::io)?
       {
-        Some(raw) => self.accept(key, digest, &raw, sink),
+        Some(raw) => {
+          let raw: Arc<[u8]> = Arc::from(&raw[..]);
+          let queued = &self.inner.queued;
+          self
+            .inner
+            .recent
+            .offer(key, raw.clone(), || queued.load(Ordering::SeqCst) != seq);
+          self.accept(key, digest, &raw, sink)
+        }
         None => Ok(false),
       };
     }
@@ -1339,6 +1466,48 @@ mod tests {
   }
 
   #[test]
+  fn recent_entries_follow_overwrites_deletes_and_clear() {
+    let dir = crate::test_dir::TempDir::new();
+    let s = DiskStore::open(dir.path()).unwrap();
+    let other: [u8; 8] = *b"other-ns";
+    for (ns, v) in [(NS, b"a1"), (other, b"b1")] {
+      s.put(ns, &digest(1), v, Times::forever(1)).unwrap();
+    }
+    s.flush(false).unwrap();
+    // Read once from RocksDB (kept in memory), then changed: reads see every change.
+    assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"a1");
+    s.put(NS, &digest(1), b"a2", Times::forever(2)).unwrap();
+    assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"a2");
+    s.flush(false).unwrap();
+    assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"a2");
+    assert!(s.delete(NS, &digest(1)).unwrap());
+    s.flush(false).unwrap();
+    assert_eq!(s.get(NS, &digest(1)).unwrap(), None);
+    assert_eq!(s.get(other, &digest(1)).unwrap().unwrap().payload, b"b1");
+    s.clear(other).unwrap();
+    assert_eq!(s.get(other, &digest(1)).unwrap(), None);
+  }
+
+  #[test]
+  fn recent_entries_stay_within_their_budget_and_refuse_a_read_overtaken_by_a_write() {
+    let r = Recent::new();
+    let value: Arc<[u8]> = vec![7u8; 4096].into();
+    for i in 0..(2 * RECENT_BYTES / 4096) as u32 {
+      r.put(store_key(NS, &digest(i)), value.clone());
+    }
+    for shard in &r.shards {
+      let shard = shard.lock();
+      assert!(shard.bytes <= RECENT_BYTES / RECENT_SHARDS);
+      assert_eq!(shard.bytes, shard.map.values().map(|v| recent_cost(v)).sum::<usize>());
+    }
+    let key = store_key(NS, &digest(u32::MAX));
+    r.offer(key, value.clone(), || true);
+    assert!(r.get(&key).is_none(), "a write was queued since the read: not kept");
+    r.offer(key, value, || false);
+    assert!(r.get(&key).is_some());
+  }
+
+  #[test]
   fn a_second_opener_in_another_process_role_works_through_the_owner() {
     // Simulate a guest in this process: a second Inner elected against a live owner.
     let dir = crate::test_dir::TempDir::new();
@@ -1350,11 +1519,23 @@ mod tests {
     guest.put(NS, &digest(2), b"from-guest", Times::forever(1)).unwrap();
     guest.flush(false).unwrap();
     assert_eq!(owner.get(NS, &digest(2)).unwrap().unwrap().payload, b"from-guest");
+    // The owner keeps recent entries in memory: a guest's overwrite and delete reach them too.
+    owner.flush(false).unwrap();
+    assert_eq!(owner.get(NS, &digest(1)).unwrap().unwrap().payload, b"from-owner");
+    guest.put(NS, &digest(1), b"overwritten", Times::forever(2)).unwrap();
+    guest.flush(false).unwrap();
+    assert_eq!(owner.get(NS, &digest(1)).unwrap().unwrap().payload, b"overwritten");
+    guest.put(NS, &digest(3), b"short-lived", Times::forever(2)).unwrap();
+    guest.flush(false).unwrap();
+    assert!(owner.get(NS, &digest(3)).unwrap().is_some());
+    assert!(guest.delete(NS, &digest(3)).unwrap());
+    guest.flush(false).unwrap();
+    assert_eq!(owner.get(NS, &digest(3)).unwrap(), None);
     // The owner goes away: the guest takes the directory over and keeps every entry.
     owner.close();
     drop(owner);
     assert_eq!(guest.get(NS, &digest(2)).unwrap().unwrap().payload, b"from-guest");
     assert_eq!(guest.role(), Role::Owner);
-    assert_eq!(guest.get(NS, &digest(1)).unwrap().unwrap().payload, b"from-owner");
+    assert_eq!(guest.get(NS, &digest(1)).unwrap().unwrap().payload, b"overwritten");
   }
 }
