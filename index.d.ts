@@ -11,10 +11,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** One namespace on a Redis server or cluster, or an SQL database. */
 export declare class NativeRemote {
-  /** Hashes an encoded argument list into `io` (the digest fills bytes 0–31). */
-  hash(key: Uint8Array, io: Buffer): void
-  /** Reads the entry of the digest in `io`: `null` when absent. */
-  get(id: number, io: Uint8Array): void
+  /**
+   * This namespace's handle for `remoteHash` and `remoteGet`, valid in this JS thread until
+   * `close()`.
+   */
+  handle(): number
   /** The miss path: the entry, or the key's lease, or the error of the computation waited for. */
   acquire(id: number, io: Uint8Array, leaseMs: number, timeoutMs: number, force: boolean): void
   /** Stores the computed payload if the lease still owns the key; resolves whether it did. */
@@ -141,6 +142,12 @@ export declare function registerOwner(): number
  * event loop alive by itself: [`remote_ref`] holds it while requests are pending.
  */
 export declare function remoteCompletions(callback: (done: [id: number, result: unknown]) => void): void
+
+/** Reads the entry of the digest in `io`: request `id` completes with it, or `null` when absent. */
+export declare function remoteGet(handle: number, id: number, io: Uint8Array): void
+
+/** Hashes an encoded argument list into `io` (the digest fills bytes 0–31). */
+export declare function remoteHash(handle: number, key: Uint8Array, io: Buffer): void
 
 /** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
 export declare function remoteRef(hold: boolean): void

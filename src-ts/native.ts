@@ -63,12 +63,16 @@ function request<T>(send: (id: number) => void): Promise<T | Failure> {
 
 /** One namespace on a Redis server or an SQL database; every operation resolves a value or a `Failure`. */
 export class Remote {
-  constructor(private readonly n: NativeRemote) {}
+  /** The namespace's handle for the hit path's free functions. */
+  private readonly h: number
+  constructor(private readonly n: NativeRemote) {
+    this.h = n.handle()
+  }
   hash(key: Uint8Array, io: Buffer): void {
-    this.n.hash(key, io)
+    binding.remoteHash(this.h, key, io)
   }
   get(io: Buffer) {
-    return request<Found | null>((id) => this.n.get(id, io))
+    return request<Found | null>((id) => binding.remoteGet(this.h, id, io))
   }
   acquire(io: Buffer, leaseMs: number, timeoutMs: number, force: boolean) {
     return request<Acquire>((id) => this.n.acquire(id, io, leaseMs, timeoutMs, force))
