@@ -108,6 +108,31 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
     return r
   }
 
+  /**
+   * `compute` for one integer argument (the `fast` path's miss): stores into the array directly,
+   * so this path stays monomorphic whatever containers other keys use.
+   */
+  function computeInt(self: unknown, a: number): unknown {
+    if (closed) throw closedError(o.namespace)
+    stats.computations++
+    let r: unknown
+    try {
+      r = fn.call(self, a)
+    } catch (err) {
+      stats.errors++
+      throw err
+    }
+    const ints = router.ints as unknown[]
+    if (isPromiseLike(r)) keep(ints, a, r)
+    else if (r != null || cacheUndefined) {
+      if (ints[a] === undefined) count++
+      if (firstWrite === 0) firstWrite = Date.now()
+      ints[a] = r === undefined ? UNDEF : r
+      if (tracking) intsAt[a] = Date.now()
+    }
+    return r
+  }
+
   function tooOld(c: Container, k: unknown, maxAge: number): boolean {
     const t = (Array.isArray(c) ? intsAt[k as number] : timesOf.get(c)?.get(k)) ?? firstWrite
     return Date.now() - t > maxAge
@@ -150,7 +175,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
                 }
                 if (v === undefined) {
                   stats.misses++
-                  return compute(this, [a], ints, a)
+                  return computeInt(this, a)
                 }
               }
             } else if (typeof a === 'string') {
