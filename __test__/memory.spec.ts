@@ -1,5 +1,6 @@
 import test from 'ava'
 import { memoize } from '../src-ts/index'
+import type { Memoized } from '../src-ts/index'
 import { lastToken, Node, prune, UNSUPPORTED, walk } from '../src-ts/key-trie'
 import { sleep, tempDir, uniqueNamespace } from './helpers/env'
 import { backends, counted, track } from './helpers/store-suite'
@@ -99,6 +100,41 @@ for (const b of memories) {
       keys.map((k) => h({ a: 'x', b: k })),
       viaH,
     )
+  })
+
+  test(title('a function that calls itself keeps its entries right when an inner call throws'), (t) => {
+    // The inner call shares the outer call's key path; its failure must not damage that path.
+    const boom = new RangeError('inner')
+    const f: (a: number, n: number) => string = b.memoize((a: number, n: number): string => {
+      if (n === 0) throw boom
+      return f(a, n - 1)
+    })
+    t.is(
+      t.throws(() => f(1, 2)),
+      boom,
+      'the original error, from every level',
+    )
+    let inner = 0
+    const g: Memoized<(o: { n: number }) => string> = b.memoize((o: { n: number }): string => {
+      if (o.n === 4) {
+        inner++
+        throw boom
+      }
+      try {
+        return g({ n: o.n - 1 })
+      } catch {
+        return 'fallback'
+      }
+    })
+    t.is(g({ n: 5 }), 'fallback')
+    t.is(g({ n: 5 }), 'fallback', 'a hit')
+    t.is(inner, 1)
+    t.true(g.has({ n: 5 }))
+    t.is(g.peek({ n: 5 }), 'fallback')
+    t.is(g.stats().size, 1)
+    g.set([{ n: 5 }], 'NEW')
+    t.is(g({ n: 5 }), 'NEW', 'one argument list, one entry')
+    t.is(g.peek({ n: 5 }), 'NEW')
   })
 
   test(title('deleting object-keyed entries leaves their neighbours, and they can be stored again'), (t) => {
@@ -205,4 +241,24 @@ test('the key trie keeps no empty path after an argument it does not cover, nor 
   t.true(root.size + root.kids > 0)
   prune(n, lastToken)
   t.is(root.size + root.kids, 0, 'pruning the only entry empties the trie')
+})
+
+test('shared: true stores a result whose sub-objects are shared many times over, each checked once', (t) => {
+  // 40 levels of { a: o, b: o }: 2^40 paths through 41 objects. A check that walked every path
+  // would never finish.
+  const f = track(
+    memoize(
+      (n: number) => {
+        let o: Record<string, unknown> = { leaf: n }
+        for (let i = 0; i < 40; i++) o = { a: o, b: o }
+        return o
+      },
+      { shared: true, namespace: uniqueNamespace('dag') },
+    ),
+  )
+  f(1)
+  let o = f(1) as Record<string, unknown>
+  for (let i = 0; i < 40; i++) o = o.a as Record<string, unknown>
+  t.deepEqual(o, { leaf: 1 })
+  t.is(f.stats().hits, 1)
 })

@@ -29,6 +29,8 @@ export class Node extends Map<unknown, unknown> {
   ints: (Node | undefined)[] | null = null
   /** Children held in `ints`. */
   kids = 0
+  /** Pruned out of its trie (it was empty): nothing reaches it, so nothing may be stored in it. */
+  detached = false
   constructor(
     readonly parent: Node | null,
     readonly token: unknown,
@@ -205,21 +207,36 @@ export function walk(root: Node, args: ArrayLike<unknown>, make: boolean): Node 
 /** Removes the entry under `token` in `n`, and `n` and every node above it left empty. */
 export function prune(n: Node, token: unknown): void {
   n.delete(token)
-  while (n.size === 0 && n.kids === 0) {
+  while (n.size === 0 && n.kids === 0 && !n.detached) {
     const parent = n.parent
     if (parent === null) return
+    n.detached = true
     if (isIndex(n.token)) {
-      parent.ints![n.token] = undefined
-      if (--parent.kids === 0) parent.ints = null
-    } else parent.delete(n.token)
+      if (parent.ints?.[n.token] === n) {
+        parent.ints[n.token] = undefined
+        if (--parent.kids === 0) parent.ints = null
+      }
+    } else if (parent.get(n.token) === n) parent.delete(n.token)
     n = parent
   }
 }
 
-/*
- * The node under (root, one argument, shape) that findObject used last. A node that pruning
- * detached from its trie stays empty (stores walk from the root), so a stale one only misses.
- */
+/** The root of the trie `n` was made in. */
+export function rootOf(n: Node): Node {
+  while (n.parent !== null) n = n.parent
+  return n
+}
+
+/** Whether `n` is still part of the trie under `root` (not pruned, not from before a reset). */
+export function attached(n: Node, root: Node): boolean {
+  while (n.parent !== null) {
+    if (n.detached) return false
+    n = n.parent
+  }
+  return n === root
+}
+
+/** The node under (root, one argument, shape) that findObject used last, while it is attached. */
 let foundRoot: Node | null = null
 let foundShape: Shape | null = null
 let foundNode: Node | undefined
@@ -237,7 +254,7 @@ export function findObject(root: Node, a: Record<string, unknown>): unknown {
   const names = shape.names
   const last = names.length - 1
   let n: Node | undefined
-  if (shape === foundShape && root === foundRoot) n = foundNode
+  if (shape === foundShape && root === foundRoot && !foundNode!.detached) n = foundNode
   else {
     n = root.get(ARGS[1]) as Node | undefined
     n = n?.get(shape) as Node | undefined

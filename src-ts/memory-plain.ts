@@ -1,5 +1,5 @@
 import { closedError } from './errors'
-import { findObject, prune, UNDECIDED } from './key-trie'
+import { attached, findObject, prune, rootOf, UNDECIDED } from './key-trie'
 import type { Node } from './key-trie'
 import { INT_LIMIT, KeyRouter } from './key-router'
 import type { Container } from './key-router'
@@ -104,8 +104,22 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       if (router.isTrie(c) && read(c, k) === undefined) prune(c as Node, k)
       throw err
     }
-    keep(c, k, r)
+    if (router.isTrie(c) && !attached(c as Node, router.root)) {
+      // The function ran this memoized function again, and a call that failed inside pruned the
+      // path; or it cleared the cache, whose entries are then no place for this result.
+      if (rootOf(c as Node) !== router.root) return r
+      keyFor(args, true)
+      c = router.target()
+      k = router.key
+    }
+    store(c, k, r)
     return r
+  }
+
+  /** `keep`, then drops the trie path of a result that was not stored (null, undefined). */
+  function store(c: Container, k: unknown, r: unknown): void {
+    keep(c, k, r)
+    if (router.isTrie(c) && read(c, k) === undefined) prune(c as Node, k)
   }
 
   /**
@@ -236,7 +250,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       },
       set(args, value) {
         keyFor(args, true)
-        keep(router.target(), router.key, value)
+        store(router.target(), router.key, value)
       },
       clearLocks() {
         for (const [, p] of [...pending]) erase(p.c, p.k)

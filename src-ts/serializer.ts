@@ -52,17 +52,23 @@ export function codecFor(option: 'msgpack' | 'v8' | 'json' | Serializer): Codec 
  * @throws TypeError naming the path of the first such value.
  */
 export function assertPlainData(value: unknown): void {
+  budget = QUICK_VISITS
   if (!plainEnough(value, 0)) describeUnstorable(value, 'result', new Set())
 }
 
+/** Objects the quick check visits at most; larger values (or shared sub-objects) get the full walk. */
+const QUICK_VISITS = 1000
+let budget = 0
+
 /**
  * The quick check of {@link assertPlainData}, with no paths and no cycle tracking: true when
- * `value` is certainly storable (false also for deep or cyclic values, which the full walk judges).
+ * `value` is certainly storable (false also for deep, cyclic or large values, which the full
+ * walk judges, visiting each object once).
  */
 function plainEnough(value: unknown, depth: number): boolean {
   if (typeof value !== 'object') return typeof value !== 'function' && typeof value !== 'symbol'
   if (value === null) return true
-  if (depth > 32) return false
+  if (depth > 32 || --budget < 0) return false
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) if (!plainEnough(value[i], depth + 1)) return false
     return true

@@ -276,18 +276,11 @@ impl NativeRemote {
       store: self.store()?,
       keyspace: self.keyspace.clone(),
     });
+    // Slots are never reused: a handle kept after close() names no other store.
     let slot = HOT.with(|t| {
       let mut t = t.borrow_mut();
-      match t.iter().position(Option::is_none) {
-        Some(i) => {
-          t[i] = Some(h);
-          i
-        }
-        None => {
-          t.push(Some(h));
-          t.len() - 1
-        }
-      }
+      t.push(Some(h));
+      t.len() - 1
     });
     let slot = u32::try_from(slot).map_err(|_| invalid("too many open namespaces"))?;
     self.slot = Some(slot);

@@ -304,6 +304,9 @@ struct Inner {
   queued: AtomicU64,
   /// Recent entries (owner only).
   recent: Recent,
+  /// Range deletions (`clear()`) applied so far: a read that began before one refrains from
+  /// adding what it read to `recent`, which the deletion may already have swept.
+  ranges_applied: AtomicU64,
   progressed: Condvar,
   queue: JobQueue,
   locks: FileLocks,
@@ -522,6 +525,7 @@ impl DiskStore {
       progress: Mutex::new(Progress::default()),
       queued: AtomicU64::new(0),
       recent: Recent::new(),
+      ranges_applied: AtomicU64::new(0),
       progressed: Condvar::new(),
       queue: JobQueue::default(),
       locks,
@@ -712,6 +716,9 @@ impl Inner {
         self.apply(&ops, sync)
       };
       if applied.is_ok() && matches!(&*self.conn.read(), Some(Conn::Owner { .. })) {
+        if jobs.iter().any(|j| matches!(j, Job::Range { .. })) {
+          self.ranges_applied.fetch_add(1, Ordering::SeqCst);
+        }
         for j in &jobs {
           match j {
             Job::Write {
@@ -1072,6 +1079,7 @@ impl Store for DiskStore {
     let key = store_key(ns, digest);
     // Taken before the queue is looked at: see `Recent`.
     let seq = self.inner.queued.load(Ordering::SeqCst);
+    let ranges = self.inner.ranges_applied.load(Ordering::SeqCst);
     let queued = self.inner.pending.lock().get(&key).map(|p| p.value.clone());
     if let Some(v) = queued {
       return match v {
@@ -1090,11 +1098,10 @@ impl Store for DiskStore {
       {
         Some(raw) => {
           let raw: Arc<[u8]> = Arc::from(&raw[..]);
-          let queued = &self.inner.queued;
-          self
-            .inner
-            .recent
-            .offer(key, raw.clone(), || queued.load(Ordering::SeqCst) != seq);
+          let inner = &self.inner;
+          inner.recent.offer(key, raw.clone(), || {
+            inner.queued.load(Ordering::SeqCst) != seq || inner.ranges_applied.load(Ordering::SeqCst) != ranges
+          });
           self.accept(key, digest, &raw, sink)
         }
         None => Ok(false),
@@ -1118,15 +1125,15 @@ impl Store for DiskStore {
     // Every write to the directory, this process's or another's, passes through the owner's
     // queue: when the owner takes the lock and nothing was queued since its read, the read
     // still holds, and the second read of `lock_and_read` is skipped.
+    let is_owner = || matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));
     let queued = self.inner.queued.load(Ordering::SeqCst);
+    let owned = is_owner();
     if self.read(ns, digest, sink)? {
       return Ok(ReadOrLock::Hit);
     }
     let outcome = self.lock(digest, owner, timeout)?;
-    if outcome == LockOutcome::Acquired
-      && matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }))
-      && self.inner.queued.load(Ordering::SeqCst) == queued
-    {
+    // (Owner at both ends: a guest elected owner meanwhile read through the old owner.)
+    if outcome == LockOutcome::Acquired && owned && is_owner() && self.inner.queued.load(Ordering::SeqCst) == queued {
       return Ok(ReadOrLock::Claimed(Claimed::Acquired));
     }
     Ok(ReadOrLock::Claimed(reread_after_lock(
