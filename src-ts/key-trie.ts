@@ -211,6 +211,7 @@ export function prune(n: Node, token: unknown): void {
     const parent = n.parent
     if (parent === null) return
     n.detached = true
+    detachments++
     if (isIndex(n.token)) {
       if (parent.ints?.[n.token] === n) {
         parent.ints[n.token] = undefined
@@ -220,6 +221,9 @@ export function prune(n: Node, token: unknown): void {
     n = parent
   }
 }
+
+/** Nodes detached so far, in any trie: unchanged since a walk means its path is still attached. */
+export let detachments = 0
 
 /** The root of the trie `n` was made in. */
 export function rootOf(n: Node): Node {

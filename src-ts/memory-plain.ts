@@ -1,5 +1,5 @@
 import { closedError } from './errors'
-import { attached, findObject, prune, rootOf, UNDECIDED } from './key-trie'
+import { attached, detachments, findObject, prune, rootOf, UNDECIDED } from './key-trie'
 import type { Node } from './key-trie'
 import { INT_LIMIT, KeyRouter } from './key-router'
 import type { Container } from './key-router'
@@ -95,6 +95,8 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   function compute(self: unknown, args: ArrayLike<unknown>, c: Container, k: unknown): unknown {
     if (closed) throw closedError(o.namespace)
     stats.computations++
+    const before = detachments
+    const root = router.root
     let r: unknown
     try {
       r = fn.apply(self, args as unknown[])
@@ -104,7 +106,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
       if (router.isTrie(c) && read(c, k) === undefined) prune(c as Node, k)
       throw err
     }
-    if (router.isTrie(c) && !attached(c as Node, router.root)) {
+    if ((before !== detachments || root !== router.root) && router.isTrie(c) && !attached(c as Node, router.root)) {
       // The function ran this memoized function again, and a call that failed inside pruned the
       // path; or it cleared the cache, whose entries are then no place for this result.
       if (rootOf(c as Node) !== router.root) return r
@@ -119,7 +121,7 @@ export function plainImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions):
   /** `keep`, then drops the trie path of a result that was not stored (null, undefined). */
   function store(c: Container, k: unknown, r: unknown): void {
     keep(c, k, r)
-    if (router.isTrie(c) && read(c, k) === undefined) prune(c as Node, k)
+    if (r == null && !cacheUndefined && router.isTrie(c) && read(c, k) === undefined) prune(c as Node, k)
   }
 
   /**
