@@ -21,6 +21,7 @@ use cachette_core::store::memory::SharedMemory;
 use cachette_core::store::{Claimed, LockOutcome, ReadOrLock, Store};
 use cachette_core::CoreError;
 
+mod handles;
 pub mod remote;
 
 /// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
@@ -67,6 +68,14 @@ fn digest_of(io: &[u8]) -> Result<Digest> {
   io.get(..DIGEST_LEN)
     .and_then(|d| d.try_into().ok())
     .ok_or_else(|| invalid("io buffer too small"))
+}
+
+/// Hashes encoded arguments with `keyspace` into the digest bytes of `io`.
+fn hash_into(keyspace: &Keyspace, key: &[u8], io: &mut [u8]) -> Result<()> {
+  io.get_mut(..DIGEST_LEN)
+    .ok_or_else(|| invalid("io buffer too small"))?
+    .copy_from_slice(&keyspace.digest_encoded(key));
+  Ok(())
 }
 
 fn times(stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Times {
@@ -156,27 +165,15 @@ struct Hot {
 }
 
 thread_local! {
-  /// The stores this JS thread opened, by handle: the hot-path functions below find their store
-  /// here, since a call of a free function costs a fraction of a class method's (the method's
-  /// receiver is unwrapped and its type tag checked on every call).
-  static HOT: std::cell::RefCell<Vec<Option<Arc<Hot>>>> = const { std::cell::RefCell::new(Vec::new()) };
+  /// The stores this JS thread opened, by handle, for the hot-path functions below.
+  static HOT: handles::Table<Hot> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn hot(handle: u32) -> Result<Arc<Hot>> {
-  HOT
-    .with(|t| t.borrow().get(handle as usize).cloned().flatten())
-    .ok_or_else(|| coded(CoreError::Closed))
+  handles::get(&HOT, handle)
 }
 
 impl Hot {
-  fn hash_into(&self, key: &[u8], io: &mut [u8]) -> Result<()> {
-    let d = self.keyspace.digest_encoded(key);
-    io.get_mut(..DIGEST_LEN)
-      .ok_or_else(|| invalid("io buffer too small"))?
-      .copy_from_slice(&d);
-    Ok(())
-  }
-
   /// Reads the entry of the digest in `io`, copying its payload into `scratch` when it fits.
   /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
   fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
@@ -211,7 +208,7 @@ impl Hot {
 #[napi]
 pub fn store_get(handle: u32, key: &[u8], mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
   let h = hot(handle)?;
-  h.hash_into(key, &mut io)?;
+  hash_into(&h.keyspace, key, &mut io)?;
   h.read_into(&mut io, &mut scratch)
 }
 
@@ -234,7 +231,7 @@ pub fn store_read_or_lock(
   timeout_ms: f64,
 ) -> Result<i64> {
   let h = hot(handle)?;
-  h.hash_into(key, &mut io)?;
+  hash_into(&h.keyspace, key, &mut io)?;
   let d = digest_of(&io)?;
   let now = now_ms();
   let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
@@ -291,8 +288,7 @@ pub fn store_put_and_release(
 pub struct NativeStore {
   hot: Option<Arc<Hot>>,
   disk: Option<Arc<DiskStore>>,
-  /// Its slot in this JS thread's table, once `handle()` was asked for.
-  slot: Option<u32>,
+  slot: handles::Slot,
 }
 
 impl NativeStore {
@@ -311,7 +307,7 @@ impl NativeStore {
         failure: Mutex::new(None),
       })),
       disk,
-      slot: None,
+      slot: handles::Slot::default(),
     }
   }
 
@@ -322,21 +318,11 @@ impl NativeStore {
   fn store(&self) -> Result<&Arc<dyn Store>> {
     Ok(&self.hot()?.store)
   }
-
-  fn unregister(&mut self) {
-    if let Some(slot) = self.slot.take() {
-      let _ = HOT.try_with(|t| {
-        if let Some(x) = t.borrow_mut().get_mut(slot as usize) {
-          *x = None;
-        }
-      });
-    }
-  }
 }
 
 impl Drop for NativeStore {
   fn drop(&mut self) {
-    self.unregister();
+    self.slot.release(&HOT);
   }
 }
 
@@ -345,26 +331,15 @@ impl NativeStore {
   /// Hashes the canonical key bytes into `io`'s digest.
   #[napi]
   pub fn hash(&self, key: &[u8], mut io: BufferSlice) -> Result<()> {
-    self.hot()?.hash_into(key, &mut io)
+    hash_into(&self.hot()?.keyspace, key, &mut io)
   }
 
   /// This store's handle for the hot-path functions (`storeGet` and the others), valid in this
   /// JS thread until `close()`.
   #[napi]
   pub fn handle(&mut self) -> Result<u32> {
-    if let Some(slot) = self.slot {
-      return Ok(slot);
-    }
-    let h = self.hot()?.clone();
-    // Slots are never reused: a handle kept after close() names no other store.
-    let slot = HOT.with(|t| {
-      let mut t = t.borrow_mut();
-      t.push(Some(h));
-      t.len() - 1
-    });
-    let slot = u32::try_from(slot).map_err(|_| invalid("too many open stores"))?;
-    self.slot = Some(slot);
-    Ok(slot)
+    let hot = self.hot.clone();
+    self.slot.handle(&HOT, || hot.ok_or_else(|| coded(CoreError::Closed)))
   }
 
   /// Reads the entry of the digest in `io` as a new Buffer (payloads too large for `scratch`).
@@ -507,7 +482,7 @@ impl NativeStore {
   /// Drops this handle; the store closes when its last handle is gone.
   #[napi]
   pub fn close(&mut self) {
-    self.unregister();
+    self.slot.release(&HOT);
     self.hot = None;
     self.disk = None;
   }

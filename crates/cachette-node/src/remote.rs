@@ -17,12 +17,13 @@ use napi::Env;
 use napi_derive::napi;
 use parking_lot::Mutex;
 
+use crate::handles;
 use cachette_core::envelope::Freshness;
-use cachette_core::key::{Keyspace, DIGEST_LEN};
+use cachette_core::key::Keyspace;
 use cachette_core::store::remote::{runtime, Acquired, Lease, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
-use crate::{coded, digest_of, failure, invalid, now_ms, times, Failure};
+use crate::{coded, digest_of, failure, hash_into, invalid, now_ms, times, Failure};
 
 /// What a request resolves with.
 pub enum Done {
@@ -138,8 +139,7 @@ pub struct NativeRemote {
   store: Option<Arc<RemoteStore>>,
   keyspace: Keyspace,
   leases: Arc<Mutex<HashMap<u32, Lease>>>,
-  /// Its slot in this JS thread's table, once `handle()` was asked for.
-  slot: Option<u32>,
+  slot: handles::Slot,
 }
 
 /// What the hit path needs of an open namespace.
@@ -149,25 +149,18 @@ struct RemoteHot {
 }
 
 thread_local! {
-  /// The namespaces this JS thread opened, by handle, for `remoteHash` and `remoteGet`: a free
-  /// function's call costs a fraction of a class method's.
-  static HOT: std::cell::RefCell<Vec<Option<Arc<RemoteHot>>>> = const { std::cell::RefCell::new(Vec::new()) };
+  /// The namespaces this JS thread opened, by handle, for `remoteHash` and `remoteGet`.
+  static HOT: handles::Table<RemoteHot> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn hot(handle: u32) -> Result<Arc<RemoteHot>> {
-  HOT
-    .with(|t| t.borrow().get(handle as usize).cloned().flatten())
-    .ok_or_else(|| coded(CoreError::Closed))
+  handles::get(&HOT, handle)
 }
 
 /// Hashes an encoded argument list into `io` (the digest fills bytes 0–31).
 #[napi]
 pub fn remote_hash(handle: u32, key: &[u8], mut io: BufferSlice) -> Result<()> {
-  let d = hot(handle)?.keyspace.digest_encoded(key);
-  io.get_mut(..DIGEST_LEN)
-    .ok_or_else(|| invalid("io buffer too small"))?
-    .copy_from_slice(&d);
-  Ok(())
+  hash_into(&hot(handle)?.keyspace, key, &mut io)
 }
 
 /// Reads the entry of the digest in `io`: request `id` completes with it, or `null` when absent.
@@ -186,19 +179,7 @@ pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<()> {
 
 impl Drop for NativeRemote {
   fn drop(&mut self) {
-    self.unregister();
-  }
-}
-
-impl NativeRemote {
-  fn unregister(&mut self) {
-    if let Some(slot) = self.slot.take() {
-      let _ = HOT.try_with(|t| {
-        if let Some(x) = t.borrow_mut().get_mut(slot as usize) {
-          *x = None;
-        }
-      });
-    }
+    self.slot.release(&HOT);
   }
 }
 
@@ -251,7 +232,7 @@ pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: 
     store: Some(Arc::new(store)),
     keyspace,
     leases: Arc::default(),
-    slot: None,
+    slot: handles::Slot::default(),
   })
 }
 
@@ -269,22 +250,14 @@ impl NativeRemote {
   /// `close()`.
   #[napi]
   pub fn handle(&mut self) -> Result<u32> {
-    if let Some(slot) = self.slot {
-      return Ok(slot);
-    }
-    let h = Arc::new(RemoteHot {
-      store: self.store()?,
-      keyspace: self.keyspace.clone(),
-    });
-    // Slots are never reused: a handle kept after close() names no other store.
-    let slot = HOT.with(|t| {
-      let mut t = t.borrow_mut();
-      t.push(Some(h));
-      t.len() - 1
-    });
-    let slot = u32::try_from(slot).map_err(|_| invalid("too many open namespaces"))?;
-    self.slot = Some(slot);
-    Ok(slot)
+    let store = self.store.clone();
+    let keyspace = self.keyspace.clone();
+    self.slot.handle(&HOT, || {
+      Ok(Arc::new(RemoteHot {
+        store: store.ok_or_else(|| coded(CoreError::Closed))?,
+        keyspace,
+      }))
+    })
   }
 
   /// The miss path: the entry, or the key's lease, or the error of the computation waited for.
@@ -390,7 +363,7 @@ impl NativeRemote {
   /// and the server's connections close once no namespace uses them.
   #[napi]
   pub fn close(&mut self) {
-    self.unregister();
+    self.slot.release(&HOT);
     let leases: Vec<Lease> = self.leases.lock().drain().map(|(_, l)| l).collect();
     if let Some(s) = self.store.take() {
       if !leases.is_empty() {

@@ -409,6 +409,22 @@ pub(crate) mod testing {
   pub fn mysql_url() -> String {
     std::env::var("CACHETTE_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
   }
+
+  /// Acquires the lease of `d` (waiting at most `wait`); panics, naming `what`, if another
+  /// outcome comes back.
+  pub async fn locked(
+    s: &super::RemoteStore,
+    d: &crate::key::Digest,
+    lease: std::time::Duration,
+    wait: std::time::Duration,
+    force: bool,
+    what: &str,
+  ) -> super::Lease {
+    match s.acquire(d, lease, wait, force).await.expect("acquire") {
+      super::Acquired::Locked(l) => l,
+      other => panic!("{what}: expected the lease, got {other:?}"),
+    }
+  }
 }
 
 #[cfg(test)]

@@ -571,7 +571,7 @@ async fn listen(url: String, channel: String, wakeups: std::sync::Weak<Wakeups>)
 
 #[cfg(test)]
 mod tests {
-  use super::super::testing::redis_url;
+  use super::super::testing::{locked, redis_url};
   use super::super::{Acquired, RemoteStore, ServerSpec};
   use crate::envelope::Times;
   use crate::key::Keyspace;
@@ -598,13 +598,7 @@ mod tests {
       s.clear().await.expect("clear");
       let d = ks.digest_encoded(b"k1");
       let lease = Duration::from_millis(300);
-      let a = s
-        .acquire(&d, lease, Duration::from_secs(1), false)
-        .await
-        .expect("acquire");
-      let Acquired::Locked(l1) = a else {
-        panic!("expected the lease, got {a:?}")
-      };
+      let l1 = locked(&s, &d, lease, Duration::from_secs(1), false, "first caller").await;
       // A second caller waits, then times out while the first holds (and renews) the lease.
       let b = s
         .acquire(&d, lease, Duration::from_millis(700), false)
@@ -617,21 +611,9 @@ mod tests {
       assert_eq!(s.len().await.expect("len"), 1);
 
       // A holder whose lease was cleared cannot overwrite: its commit is refused.
-      let Acquired::Locked(l2) = s
-        .acquire(&d, lease, Duration::from_secs(1), true)
-        .await
-        .expect("acquire")
-      else {
-        panic!("refresh takes the lease")
-      };
+      let l2 = locked(&s, &d, lease, Duration::from_secs(1), true, "refresh takes the lease").await;
       assert_eq!(s.clear_locks().await.expect("clear locks"), 1);
-      let Acquired::Locked(l3) = s
-        .acquire(&d, lease, Duration::from_secs(1), true)
-        .await
-        .expect("acquire")
-      else {
-        panic!("lease free again")
-      };
+      let l3 = locked(&s, &d, lease, Duration::from_secs(1), true, "lease free again").await;
       assert!(s.commit(l3, b"v3", Times::forever(now())).await.expect("commit"));
       assert!(!s.commit(l2, b"old", Times::forever(now())).await.expect("commit"));
       assert_eq!(s.get(&d).await.expect("get").expect("stored").1, b"v3");
@@ -650,13 +632,7 @@ mod tests {
       s.clear().await.expect("clear");
       let d = ks.digest_encoded(b"k2");
       let lease = Duration::from_secs(2);
-      let Acquired::Locked(l) = s
-        .acquire(&d, lease, Duration::from_secs(1), false)
-        .await
-        .expect("acquire")
-      else {
-        panic!("lease")
-      };
+      let l = locked(&s, &d, lease, Duration::from_secs(1), false, "lease").await;
       let waiters: Vec<_> = (0..4)
         .map(|_| {
           let s = s.clone();
@@ -671,13 +647,7 @@ mod tests {
       }
       // Nothing was stored; the next caller computes.
       assert!(s.get(&d).await.expect("get").is_none());
-      let Acquired::Locked(l) = s
-        .acquire(&d, lease, Duration::from_secs(1), false)
-        .await
-        .expect("acquire")
-      else {
-        panic!("recompute")
-      };
+      let l = locked(&s, &d, lease, Duration::from_secs(1), false, "recompute").await;
       let started = std::time::Instant::now();
       let waiter = {
         let s = s.clone();
@@ -704,13 +674,7 @@ mod tests {
       s.clear().await.expect("clear");
       let d = ks.digest_encoded(b"k3");
       let lease = Duration::from_millis(300);
-      let Acquired::Locked(l) = s
-        .acquire(&d, lease, Duration::from_secs(1), false)
-        .await
-        .expect("acquire")
-      else {
-        panic!("lease")
-      };
+      let l = locked(&s, &d, lease, Duration::from_secs(1), false, "lease").await;
       // The holder "dies": its renewal stops, nobody releases the lease.
       drop(l);
       let started = std::time::Instant::now();

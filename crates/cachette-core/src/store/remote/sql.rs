@@ -605,7 +605,7 @@ fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-  use super::super::testing::{mysql_url, pg_url};
+  use super::super::testing::{locked, mysql_url, pg_url};
   use super::super::{Acquired, RemoteStore, Server, ServerSpec};
   use super::valid_table;
   use crate::envelope::Times;
@@ -652,13 +652,7 @@ mod tests {
         s.clear().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let d = ks.digest_encoded(b"k");
         let lease = Duration::from_millis(600);
-        let Acquired::Locked(l) = s
-          .acquire(&d, lease, Duration::from_secs(1), false)
-          .await
-          .expect("acquire")
-        else {
-          panic!("{url}: lease")
-        };
+        let l = locked(&s, &d, lease, Duration::from_secs(1), false, &format!("{url}: lease")).await;
         // Renewed from Rust: still held after two lease lengths.
         let waiter = {
           let s = s.clone();
@@ -676,24 +670,28 @@ mod tests {
         assert!(matches!(&r, Acquired::Failed(e) if e == b"boom"), "{url}: {r:?}");
         assert!(s.get(&d).await.expect("get").is_none());
 
-        let Acquired::Locked(l) = s
-          .acquire(&d, lease, Duration::from_secs(1), false)
-          .await
-          .expect("acquire")
-        else {
-          panic!("{url}: recompute")
-        };
+        let l = locked(
+          &s,
+          &d,
+          lease,
+          Duration::from_secs(1),
+          false,
+          &format!("{url}: recompute"),
+        )
+        .await;
         // The holder stops renewing (it died): a waiter polling meanwhile takes the lease over once
         // it expires (polling must not extend it), and the old holder's commit is refused.
         l.renewer.abort();
         let started = std::time::Instant::now();
-        let Acquired::Locked(l2) = s
-          .acquire(&d, lease, Duration::from_secs(3), false)
-          .await
-          .expect("acquire")
-        else {
-          panic!("{url}: takeover")
-        };
+        let l2 = locked(
+          &s,
+          &d,
+          lease,
+          Duration::from_secs(3),
+          false,
+          &format!("{url}: takeover"),
+        )
+        .await;
         assert!(
           started.elapsed() < Duration::from_millis(1100),
           "{url}: {:?}",
