@@ -16,6 +16,8 @@ export declare class NativeRemote {
    * `close()`.
    */
   handle(): number
+  /** How entries may be read from the JS thread, or `null` (only through the core). */
+  directRead(): Direct | null
   /** The miss path: the entry, or the key's lease, or the error of the computation waited for. */
   acquire(id: number, io: Uint8Array, leaseMs: number, timeoutMs: number, force: boolean): void
   /** Stores the computed payload if the lease still owns the key; resolves whether it did. */
@@ -95,6 +97,18 @@ export interface Acquire {
   error?: Buffer
 }
 
+/**
+ * How the JS thread may read this namespace's entries itself: `GET keyPrefix + hex(digest[0..16])`
+ * on Redis, or `query` with (`ns`, digest[0..16]) on PostgreSQL.
+ */
+export interface Direct {
+  kind: string
+  url: string
+  keyPrefix?: string
+  query?: string
+  ns?: Buffer
+}
+
 /** Outcome of an asynchronous operation: `null` on success, else a code and a message. */
 export interface Failure {
   code: string
@@ -148,6 +162,13 @@ export declare function remoteGet(handle: number, id: number, io: Uint8Array): v
 
 /** Hashes an encoded argument list into `io` (the digest fills bytes 0–31). */
 export declare function remoteHash(handle: number, key: Uint8Array, io: Buffer): void
+
+/**
+ * Checks `bytes`, an entry read directly (see `directRead()`) for the digest in `io`. Returns
+ * where its payload ends, with its start, freshness and creation time in `io`; or -1 when the
+ * bytes are no entry of this key (a miss).
+ */
+export declare function remoteOpen(handle: number, io: Buffer, bytes: Uint8Array): number
 
 /** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
 export declare function remoteRef(hold: boolean): void

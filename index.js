@@ -845,6 +845,7 @@ module.exports.registerOwner = nativeBinding.registerOwner
 module.exports.remoteCompletions = nativeBinding.remoteCompletions
 module.exports.remoteGet = nativeBinding.remoteGet
 module.exports.remoteHash = nativeBinding.remoteHash
+module.exports.remoteOpen = nativeBinding.remoteOpen
 module.exports.remoteRef = nativeBinding.remoteRef
 module.exports.storeGet = nativeBinding.storeGet
 module.exports.storeGetHashed = nativeBinding.storeGetHashed

@@ -4,9 +4,9 @@
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding = require('../index.js') as typeof import('../index')
 
-import type { Acquire, Failure, Found, NativeRemote } from '../index'
+import type { Acquire, Direct, Failure, Found, NativeRemote } from '../index'
 
-export type { NativeStore, LockResult, Failure, Acquire, Found } from '../index'
+export type { NativeStore, LockResult, Failure, Acquire, Found, Direct } from '../index'
 export const openDisk = binding.openDisk
 export const openShared = binding.openShared
 /* The hot path of a store, called with its `handle()`: free functions cost far less per call. */
@@ -21,6 +21,8 @@ export const IO_BYTES = binding.IO_BYTES
 export const IO_FRESHNESS = 32
 /** 1 when `readOrLock` found a value stored while it waited for the lock. */
 export const IO_WAITED = 33
+/** Where the payload starts in bytes checked by `Remote.open` (a u32). */
+export const IO_START = 36
 export const IO_CREATED = 40
 
 /** This thread's owner id: its calculation locks are released if the thread dies. */
@@ -73,6 +75,17 @@ export class Remote {
   }
   get(io: Buffer) {
     return request<Found | null>((id) => binding.remoteGet(this.h, id, io))
+  }
+  /** How this thread may read entries itself (see direct.ts), or null. */
+  directRead(): Direct | null {
+    return this.n.directRead()
+  }
+  /**
+   * Checks `bytes`, read directly for the digest in `io`: where the payload ends (its start,
+   * freshness and creation time are in `io`), or -1 when they are no live entry of this key.
+   */
+  open(io: Buffer, bytes: Buffer): number {
+    return binding.remoteOpen(this.h, io, bytes)
   }
   acquire(io: Buffer, leaseMs: number, timeoutMs: number, force: boolean) {
     return request<Acquire>((id) => this.n.acquire(id, io, leaseMs, timeoutMs, force))

@@ -1,7 +1,9 @@
 import { CachetteError, closedError, fromNative, unserializableError } from './errors'
 import { encodeKey } from './key'
-import { openRemote } from './native'
-import type { Acquire, Failure, Found, Remote } from './native'
+import { PgReader } from './direct-pg'
+import { RedisReader } from './direct-redis'
+import { IO_BYTES, IO_CREATED, IO_FRESHNESS, IO_START, openRemote } from './native'
+import type { Acquire, Direct, Failure, Found, Remote } from './native'
 import { entryTimes } from './options'
 import type { ResolvedOptions } from './options'
 import { codecFor, decodeError, decodePayload, encodeError, encodePayload, UNREADABLE } from './serializer'
@@ -13,10 +15,15 @@ import { isPromiseLike, warnOnce } from './types'
  * native operation (one Lua script on Redis) returns the value or takes the key's lease; a
  * caller that finds another process computing waits inside the core (woken by pub/sub on Redis,
  * polling on SQL) and never blocks the event loop. The lease is renewed from Rust while the
- * function runs; the value is committed only while the lease is still ours.
+ * function runs; the value is committed only while the lease is still ours. A hit on a single
+ * Redis server or on PostgreSQL is read over this thread's own connection (direct.ts).
  */
 
-const DIGEST_BYTES = 32
+/** A reader of entries on this thread's own connection, when the server allows one. */
+function openReader(d: Direct | null): RedisReader | PgReader | null {
+  if (d === null) return null
+  return d.kind === 'redis' ? RedisReader.open(d) : d.kind === 'postgres' ? PgReader.open(d) : null
+}
 
 /** What the native side resolved: the value, or a failure to report. */
 function isFailure(x: unknown): x is Failure {
@@ -51,6 +58,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (err.code === 'ERR_INVALID_OPTION') throw new TypeError(err.message, { cause: e })
     backendFailure(err)
   }
+  const reader = store === null ? null : openReader(store.directRead())
 
   /** Awaits a native operation; a failure is reported and resolves as `undefined`. */
   async function native<T>(p: Promise<T | Failure>): Promise<T | undefined> {
@@ -65,9 +73,26 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   function hash(args: ArrayLike<unknown>): Buffer | undefined {
     const kb = encodeKey(keyFn === undefined ? args : [keyFn(...Array.from(args))])
     if (store === null) return undefined
-    const io = Buffer.allocUnsafe(DIGEST_BYTES)
+    const io = Buffer.allocUnsafe(IO_BYTES)
     store.hash(kb, io)
     return io
+  }
+
+  /** The entry of the digest in `io`: read on this thread's connection when it can, else by the core. */
+  async function get(s: Remote, io: Buffer): Promise<Found | null | undefined> {
+    const direct = reader?.read(io)
+    if (direct !== undefined) {
+      const bytes = await direct
+      if (closed) throw closedError(o.namespace)
+      if (bytes === null) return null
+      if (bytes !== undefined) {
+        const end = s.open(io, bytes)
+        if (end < 0) return null
+        const payload = bytes.subarray(io.readUInt32LE(IO_START), end)
+        return { payload, fresh: io[IO_FRESHNESS] === 0, created: io.readDoubleLE(IO_CREATED) }
+      }
+    }
+    return native<Found | null>(s.get(io))
   }
 
   function decode(payload: Buffer): { value: unknown; ok: boolean } {
@@ -146,7 +171,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const s = store!
     if (!force) {
       // The hit path: one plain read. Only a miss goes on to the get-or-lock script.
-      const found = await native<Found | null>(s.get(io))
+      const found = await get(s, io)
       if (found === undefined) return computeUnleased(self, args, undefined)
       if (found !== null && (maxAge === undefined || Date.now() - found.created <= maxAge)) {
         const { value, ok } = decode(found.payload)
@@ -245,7 +270,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (closed) throw closedError(o.namespace)
     const io = hash(args)
     if (io === undefined) return undefined
-    return (await native<Found | null>(store!.get(io))) ?? undefined
+    return (await get(store!, io)) ?? undefined
   }
 
   function ensureOpen(): Remote | null {
@@ -299,6 +324,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (closed) return
         closed = true
         held.clear()
+        reader?.close()
         store?.close()
         store = null
       },

@@ -59,6 +59,8 @@ pub fn register_owner(env: Env) -> Result<u32> {
 const IO_FRESHNESS: usize = DIGEST_LEN;
 /// 1 when `readOrLock` found a value stored while it waited for the lock.
 const IO_WAITED: usize = DIGEST_LEN + 1;
+/// Where the payload starts in the bytes `remoteOpen` checked (a u32, little-endian).
+const IO_START: usize = 36;
 const IO_CREATED: usize = 40;
 /// Bytes the JS side allocates for `io`.
 #[napi]

@@ -20,10 +20,11 @@ use parking_lot::Mutex;
 use crate::handles;
 use cachette_core::envelope::Freshness;
 use cachette_core::key::Keyspace;
-use cachette_core::store::remote::{runtime, Acquired, Lease, RemoteStore, ServerSpec};
+use cachette_core::store::remote::{runtime, Acquired, DirectRead, Lease, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
 use crate::{coded, digest_of, failure, hash_into, invalid, now_ms, times, Failure};
+use crate::{IO_CREATED, IO_FRESHNESS, IO_START};
 
 /// What a request resolves with.
 pub enum Done {
@@ -177,6 +178,35 @@ pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<()> {
   })
 }
 
+/// Checks `bytes`, an entry read directly (see `directRead()`) for the digest in `io`. Returns
+/// where its payload ends, with its start, freshness and creation time in `io`; or -1 when the
+/// bytes are no entry of this key (a miss).
+#[napi]
+pub fn remote_open(handle: u32, mut io: BufferSlice, bytes: &[u8]) -> Result<i64> {
+  let d = digest_of(&io)?;
+  if io.len() < IO_CREATED + 8 {
+    return Err(invalid("io buffer too small"));
+  }
+  let Some((t, range)) = hot(handle)?.store.open_read(&d, bytes) else {
+    return Ok(-1);
+  };
+  io[IO_FRESHNESS] = u8::from(t.freshness(now_ms()) != Freshness::Fresh);
+  io[IO_START..IO_START + 4].copy_from_slice(&(range.start as u32).to_le_bytes());
+  io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(t.created_ms as f64).to_le_bytes());
+  Ok(range.end as i64)
+}
+
+/// How the JS thread may read this namespace's entries itself: `GET keyPrefix + hex(digest[0..16])`
+/// on Redis, or `query` with (`ns`, digest[0..16]) on PostgreSQL.
+#[napi(object)]
+pub struct Direct {
+  pub kind: String,
+  pub url: String,
+  pub key_prefix: Option<String>,
+  pub query: Option<String>,
+  pub ns: Option<Buffer>,
+}
+
 impl Drop for NativeRemote {
   fn drop(&mut self) {
     self.slot.release(&HOT);
@@ -258,6 +288,27 @@ impl NativeRemote {
         keyspace,
       }))
     })
+  }
+
+  /// How entries may be read from the JS thread, or `null` (only through the core).
+  #[napi]
+  pub fn direct_read(&self) -> Result<Option<Direct>> {
+    Ok(self.store()?.direct_read().map(|d| match d {
+      DirectRead::Redis { url, key_prefix } => Direct {
+        kind: "redis".into(),
+        url,
+        key_prefix: Some(key_prefix),
+        query: None,
+        ns: None,
+      },
+      DirectRead::Postgres { url, query, ns } => Direct {
+        kind: "postgres".into(),
+        url,
+        key_prefix: None,
+        query: Some(query),
+        ns: Some(ns.to_vec().into()),
+      },
+    }))
   }
 
   /// The miss path: the entry, or the key's lease, or the error of the computation waited for.

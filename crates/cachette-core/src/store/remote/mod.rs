@@ -68,6 +68,17 @@ pub(crate) fn key_part(digest: &Digest) -> [u8; 16] {
   k
 }
 
+/// A read that a client outside the core may make for the hit path; see
+/// [`RemoteStore::direct_read`]. The bytes it returns are an entry envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectRead {
+  /// `GET <key_prefix><hex of the digest's first 16 bytes>` on the server of `url` (not a cluster).
+  Redis { url: String, key_prefix: String },
+  /// The one-row `query` with the parameters `$1` = `ns` and `$2` = the digest's first 16 bytes,
+  /// both `bytea`, on the PostgreSQL database of `url`; its one column is the envelope.
+  Postgres { url: String, query: String, ns: [u8; 8] },
+}
+
 /// One try of the atomic get-or-lock on the server.
 #[derive(Debug)]
 pub(crate) enum Attempt {
@@ -205,6 +216,24 @@ impl RemoteStore {
   fn open_entry(&self, digest: &Digest, bytes: &[u8]) -> Option<(Times, Vec<u8>)> {
     let (times, payload) = envelope::open(digest, bytes)?;
     (times.freshness(self.now()) != Freshness::Expired).then(|| (times, payload.to_vec()))
+  }
+
+  /// How a client on the caller's own thread can read entries of this namespace (the hit path
+  /// without a thread hand-off), or `None` when only the core's connections can (Redis Cluster,
+  /// SQLite, MySQL). What it reads is checked with [`RemoteStore::open_read`].
+  pub fn direct_read(&self) -> Option<DirectRead> {
+    match &*self.server {
+      Server::Redis(s) => s.direct_read(self.ns),
+      Server::Sql(s) => s.direct_read(self.ns),
+    }
+  }
+
+  /// Checks an entry read directly for `digest`: its times and the byte range of its payload in
+  /// `bytes`, or `None` when it is expired, foreign or corrupted (a miss, as in [`RemoteStore::get`]).
+  pub fn open_read(&self, digest: &Digest, bytes: &[u8]) -> Option<(Times, std::ops::Range<usize>)> {
+    let (times, payload) = envelope::open(digest, bytes)?;
+    (times.freshness(self.now()) != Freshness::Expired)
+      .then(|| (times, envelope::HEADER_LEN..envelope::HEADER_LEN + payload.len()))
   }
 
   /// The miss path: returns the entry if there is one (`force`: ignore it), or takes the key's

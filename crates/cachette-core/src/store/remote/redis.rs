@@ -309,6 +309,13 @@ impl RedisServer {
     r.map_err(|e| self.failed(&e))
   }
 
+  pub(crate) fn direct_read(&self, ns: [u8; 8]) -> Option<super::DirectRead> {
+    (!self.spec.cluster && self.spec.urls.len() == 1).then(|| super::DirectRead::Redis {
+      url: self.spec.urls[0].clone(),
+      key_prefix: format!("{}v:", self.base(ns)),
+    })
+  }
+
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
     self.cmd(redis::cmd("GET").arg(self.names(ns, digest).value)).await
   }
@@ -572,7 +579,7 @@ async fn listen(url: String, channel: String, wakeups: std::sync::Weak<Wakeups>)
 #[cfg(test)]
 mod tests {
   use super::super::testing::{locked, redis_url};
-  use super::super::{Acquired, RemoteStore, ServerSpec};
+  use super::super::{Acquired, DirectRead, RemoteStore, ServerSpec};
   use crate::envelope::Times;
   use crate::key::Keyspace;
   use std::time::Duration;
@@ -689,6 +696,40 @@ mod tests {
         started.elapsed()
       );
       s.clear().await.expect("clear");
+    });
+  }
+
+  #[test]
+  fn direct_reads_get_the_value_key_of_a_single_server_only() {
+    super::runtime().block_on(async {
+      let (s, ks) = store("direct");
+      let d = ks.digest_encoded(b"k3");
+      s.put(&d, b"payload", Times::forever(now())).await.expect("put");
+      let Some(DirectRead::Redis { url, key_prefix }) = s.direct_read() else {
+        panic!("a single server reads directly")
+      };
+      let client = redis::Client::open(url.as_str()).expect("client");
+      let mut c = client.get_multiplexed_async_connection().await.expect("connect");
+      let raw: Vec<u8> = redis::cmd("GET")
+        .arg(format!("{key_prefix}{}", super::hex(&d[..16])))
+        .query_async(&mut c)
+        .await
+        .expect("GET");
+      let (_, range) = s.open_read(&d, &raw).expect("an entry of this digest");
+      assert_eq!(&raw[range], b"payload");
+      // Read for another digest, or damaged: not an entry.
+      assert!(s.open_read(&ks.digest_encoded(b"other"), &raw).is_none());
+      let mut bad = raw.clone();
+      bad[70] ^= 1;
+      assert!(s.open_read(&d, &bad).is_none());
+      s.clear().await.expect("clear");
+
+      let spec = ServerSpec {
+        urls: vec![redis_url()],
+        cluster: true,
+        prefix: "cachette-test:".into(),
+      };
+      assert_eq!(RemoteStore::open(&spec, ks.id()).expect("open").direct_read(), None);
     });
   }
 }

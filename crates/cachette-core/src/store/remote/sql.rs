@@ -345,6 +345,14 @@ impl SqlServer {
     Ok(r.map_err(|e| self.failed(e))?.rows_affected())
   }
 
+  pub(crate) fn direct_read(&self, ns: [u8; 8]) -> Option<super::DirectRead> {
+    (self.dialect == Dialect::Postgres).then(|| super::DirectRead::Postgres {
+      url: self.url.clone(),
+      query: self.sql.get.clone(),
+      ns,
+    })
+  }
+
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
     let pool = self.pool().await?;
     let row = sqlx::query(&self.sql.get)
@@ -606,7 +614,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
   use super::super::testing::{locked, mysql_url, pg_url};
-  use super::super::{Acquired, RemoteStore, Server, ServerSpec};
+  use super::super::{Acquired, DirectRead, RemoteStore, Server, ServerSpec};
   use super::valid_table;
   use crate::envelope::Times;
   use crate::key::Keyspace;
@@ -733,5 +741,46 @@ mod tests {
         assert_eq!(s.len().await.expect("len"), 0);
       });
     }
+  }
+
+  #[test]
+  fn direct_reads_on_postgres_only() {
+    use sqlx::Row;
+    let [sqlite, pg, mysql] = <[String; 3]>::try_from(urls()).expect("three urls");
+    let ks = Keyspace::new(&format!("core-sql-direct-{}", std::process::id()));
+    let open = |url: &str| {
+      let spec = ServerSpec {
+        urls: vec![url.to_owned()],
+        cluster: false,
+        prefix: "cachette_core_test".into(),
+      };
+      RemoteStore::open(&spec, ks.id()).expect("open")
+    };
+    assert_eq!(open(&sqlite).direct_read(), None);
+    assert_eq!(open(&mysql).direct_read(), None);
+    let s = open(&pg);
+    super::super::runtime().block_on(async {
+      let d = ks.digest_encoded(b"direct");
+      s.put(&d, b"payload", Times::forever(crate::clock::system().now_ms()))
+        .await
+        .expect("put");
+      let Some(DirectRead::Postgres { url, query, ns }) = s.direct_read() else {
+        panic!("PostgreSQL reads directly")
+      };
+      assert_eq!(ns, ks.id());
+      sqlx::any::install_default_drivers();
+      let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+      let raw: Vec<u8> = sqlx::query(&query)
+        .bind(&ns[..])
+        .bind(&d[..16])
+        .fetch_one(&pool)
+        .await
+        .expect("select")
+        .try_get(0)
+        .expect("bytes");
+      let (_, range) = s.open_read(&d, &raw).expect("an entry of this digest");
+      assert_eq!(&raw[range], b"payload");
+      s.clear().await.expect("clear");
+    });
   }
 }

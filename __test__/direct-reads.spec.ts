@@ -1,0 +1,175 @@
+import test from 'ava'
+import Redis from 'ioredis'
+import { spawnSync } from 'node:child_process'
+import { md5Password, Scram } from '../src-ts/direct-pg'
+import { memoize } from '../src-ts/index'
+import { sleep, uniqueNamespace } from './helpers/env'
+import { PG_URL, REDIS_URL } from './helpers/servers'
+
+/*
+ * Direct reads: a hit on a single Redis server or on PostgreSQL is read over the calling
+ * thread's own connection (named `cachette-direct` on the server), and whenever that connection
+ * cannot answer, the core's connection does, with the same results.
+ */
+
+const NAME = 'cachette-direct'
+
+let redis: Redis
+test.before(() => {
+  redis = new Redis(REDIS_URL)
+})
+test.after.always(() => redis?.disconnect())
+
+/** Runs one SQL statement with psql on the test database: its rows, `|`-separated. */
+function psql(sql: string): string[] {
+  const r = spawnSync('psql', [PG_URL, '-XAtc', sql], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`psql: ${r.stderr}`)
+  return r.stdout.split('\n').filter((l) => l !== '')
+}
+
+/** The Redis clients named `cachette-direct`, with their last command. */
+async function redisLanes(): Promise<{ id: string; cmd: string }[]> {
+  const list = (await redis.call('CLIENT', 'LIST')) as string
+  return list
+    .split('\n')
+    .map((line) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=') as [string, string])))
+    .filter((c) => c.name === NAME)
+    .map((c) => ({ id: c.id!, cmd: c.cmd! }))
+}
+
+function counting<T>(value: (k: number) => T) {
+  let n = 0
+  const fn = async (k: number) => {
+    n++
+    return value(k)
+  }
+  return { fn, calls: () => n }
+}
+
+test.serial('a Redis hit is a GET on this thread’s own connection; the values are those stored', async (t) => {
+  const c = counting((k) => ({ k, at: new Date(k), big: BigInt(k) * 10n ** 20n }))
+  const f = memoize(c.fn, { backend: 'redis', url: REDIS_URL, namespace: uniqueNamespace('direct-hit') })
+  t.teardown(() => f.close())
+  for (let k = 0; k < 20; k++) await f(k)
+  // The first call opened the lane in the background; these hits use it.
+  await sleep(100)
+  for (let k = 0; k < 20; k++) t.deepEqual(await f(k), { k, at: new Date(k), big: BigInt(k) * 10n ** 20n })
+  t.is(c.calls(), 20)
+  const lanes = await redisLanes()
+  t.true(lanes.length >= 1, 'a cachette-direct connection is open')
+  t.true(lanes.some((l) => l.cmd === 'get'), JSON.stringify(lanes))
+})
+
+test.serial('64 pipelined Redis hits each get their own value, large ones too', async (t) => {
+  const big = (k: number) => `${k}:`.padEnd(k % 8 === 0 ? 300_000 : 40, 'x')
+  const c = counting(big)
+  const f = memoize(c.fn, { backend: 'redis', url: REDIS_URL, namespace: uniqueNamespace('direct-pipe') })
+  t.teardown(() => f.close())
+  const ks = Array.from({ length: 64 }, (_, i) => i)
+  await Promise.all(ks.map((k) => f(k)))
+  await sleep(100)
+  for (let round = 0; round < 3; round++) {
+    const got = await Promise.all(ks.map((k) => f(k)))
+    got.forEach((v, k) => t.is(v, big(k)))
+  }
+  t.is(c.calls(), 64)
+})
+
+test.serial('a killed direct Redis connection: hits go through the core, then the lane reconnects', async (t) => {
+  const c = counting((k) => `v${k}`)
+  const f = memoize(c.fn, { backend: 'redis', url: REDIS_URL, namespace: uniqueNamespace('direct-kill') })
+  t.teardown(() => f.close())
+  for (let k = 0; k < 10; k++) await f(k)
+  await sleep(100)
+  await f(0)
+  const before = await redisLanes()
+  t.true(before.length >= 1)
+  for (const l of before) await redis.call('CLIENT', 'KILL', 'ID', l.id)
+  // Every call right after the kill still answers from the cache.
+  for (let k = 0; k < 10; k++) t.is(await f(k), `v${k}`)
+  t.is(c.calls(), 10)
+  const deadline = Date.now() + 5000
+  let after: { id: string }[] = []
+  while (Date.now() < deadline) {
+    await f(1)
+    after = (await redisLanes()).filter((l) => !before.some((b) => b.id === l.id))
+    if (after.length > 0) break
+    await sleep(100)
+  }
+  t.true(after.length >= 1, 'a new direct connection was opened')
+  t.is(c.calls(), 10)
+})
+
+/** The direct connections to PostgreSQL: their last statement and whether they use TLS. */
+function pgLanes(): { query: string; ssl: boolean }[] {
+  return psql(
+    `SELECT s.ssl, a.query FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = '${NAME}'`,
+  ).map((line) => ({ ssl: line.startsWith('t|'), query: line.slice(2) }))
+}
+
+for (const [mode, url] of [
+  ['the default sslmode', PG_URL],
+  ['sslmode=disable', `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}sslmode=disable`],
+] as const) {
+  test.serial(`a PostgreSQL hit is a prepared SELECT on this thread’s own connection (${mode})`, async (t) => {
+    const big = (k: number) => ({ k, s: 'y'.repeat(k === 3 ? 200_000 : 10), m: new Map([[k, new Date(k)]]) })
+    const c = counting(big)
+    const f = memoize(c.fn, { backend: 'sql', url, namespace: uniqueNamespace('direct-pg') })
+    t.teardown(() => f.close())
+    for (let k = 0; k < 10; k++) await f(k)
+    await sleep(200)
+    for (let round = 0; round < 2; round++) {
+      const got = await Promise.all(Array.from({ length: 10 }, (_, k) => f(k)))
+      got.forEach((v, k) => t.deepEqual(v, big(k)))
+    }
+    t.is(c.calls(), 10)
+    const lanes = pgLanes()
+    t.true(
+      lanes.some((l) => /^SELECT v FROM/.test(l.query)),
+      JSON.stringify(lanes),
+    )
+    const tls = psql('SHOW ssl')[0] === 'on'
+    if (mode === 'sslmode=disable') t.true(lanes.every((l) => !l.ssl))
+    else t.is(lanes.some((l) => l.ssl), tls, 'prefer: TLS when the server offers it')
+  })
+}
+
+test.serial('a damaged PostgreSQL row read directly is a miss: computed again and overwritten', async (t) => {
+  const c = counting((k) => `v${k}`)
+  const namespace = uniqueNamespace('direct-pg-damaged')
+  // A table of its own: the damage below must reach no other test's rows.
+  const f = memoize(c.fn, { backend: 'sql', url: PG_URL, namespace, table: 'cachette_direct_test' })
+  t.teardown(() => f.close())
+  await f(1)
+  await sleep(200)
+  t.is(await f(1), 'v1')
+  t.is(c.calls(), 1)
+  // Flip one payload byte of every row of the table: the envelope's checksum no longer holds.
+  psql('UPDATE cachette_direct_test SET v = set_byte(v, 70, get_byte(v, 70) # 1)')
+  t.is(await f(1), 'v1')
+  t.is(c.calls(), 2)
+  t.is(await f(1), 'v1')
+  t.is(c.calls(), 2)
+})
+
+test('SCRAM-SHA-256 computes the proof and checks the server of RFC 7677’s example', (t) => {
+  const s = new Scram('pencil', 'rOprNGfwEbeRWgbNEkqO', 'user')
+  t.is(s.first, 'n,,n=user,r=rOprNGfwEbeRWgbNEkqO')
+  const serverFirst = 'r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096'
+  t.is(
+    s.final(serverFirst),
+    'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=',
+  )
+  t.true(s.verify('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4='))
+  t.false(s.verify('v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4='))
+  // A server nonce that does not extend ours is refused.
+  t.is(new Scram('pencil', 'abc').final('r=xyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096'), null)
+})
+
+test('the MD5 password message is md5(md5(password + user) + salt)', (t) => {
+  t.is(md5Password('postgres', 'secret', Buffer.from([1, 2, 3, 4])), 'md5' + MD5_EXPECTED)
+})
+
+// Computed independently: python3 -c "import hashlib; i=hashlib.md5(b'secretpostgres').hexdigest();
+// print(hashlib.md5(i.encode()+bytes([1,2,3,4])).hexdigest())"
+const MD5_EXPECTED = 'bb41a296aab6baccb36ff243a562abff'

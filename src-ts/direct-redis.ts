@@ -1,0 +1,142 @@
+import type * as net from 'node:net'
+
+import { CLIENT_NAME, hostOf, Lane, laneFor, releaseLane } from './direct'
+import type { Answer } from './direct'
+import type { Direct } from './native'
+
+/*
+ * The direct read of the `redis` backend: `GET <keyPrefix><hex of the key>` over a RESP2
+ * connection of this thread (see direct.ts). The handshake authenticates and selects the
+ * database the URL names; a URL with anything else (query options, `#insecure`, a socket path)
+ * is left to the core.
+ */
+
+const CRLF = 13
+
+function command(...parts: string[]): string {
+  let s = `*${parts.length}\r\n`
+  for (const p of parts) s += `$${Buffer.byteLength(p)}\r\n${p}\r\n`
+  return s
+}
+
+/** The decimal number in `b[from..to)`. */
+function digits(b: Buffer, from: number, to: number): number {
+  let n = 0
+  for (let i = from; i < to; i++) n = n * 10 + b[i]! - 48
+  return n
+}
+
+class RedisLane extends Lane {
+  /** Bytes received and not yet parsed. */
+  private buf: Buffer | null = null
+  /** Replies the handshake still expects. */
+  private handshake = 0
+
+  constructor(
+    url: URL,
+    private readonly hello: string,
+    private readonly replies: number,
+  ) {
+    super({ ...hostOf(url, 6379)!, tls: url.protocol === 'rediss:' || url.protocol === 'valkeys:' })
+  }
+
+  get(key: string): Promise<Answer> | undefined {
+    return this.request(`*2\r\n$3\r\nGET\r\n$${key.length}\r\n${key}\r\n`)
+  }
+
+  protected opened(socket: net.Socket): void {
+    this.buf = null
+    this.handshake = this.replies
+    socket.write(this.hello)
+  }
+
+  protected received(chunk: Buffer): void {
+    const b = this.buf === null ? chunk : Buffer.concat([this.buf, chunk])
+    let at = 0
+    for (;;) {
+      const end = b.indexOf(CRLF, at + 1)
+      if (end < 0 || end + 1 >= b.length) break
+      const type = b[at]
+      let next = end + 2
+      let a: Answer
+      if (type === 0x24 /* $ */) {
+        const len = b[at + 1] === 0x2d ? -1 : digits(b, at + 1, end)
+        if (len < 0) a = null
+        else {
+          if (next + len + 2 > b.length) break
+          a = b.subarray(next, next + len)
+          next += len + 2
+        }
+      } else if (type === 0x2b /* + */ || type === 0x3a /* : */) {
+        a = undefined
+      } else if (type === 0x2d /* - */) {
+        a = undefined
+        if (this.handshake > 1) {
+          // AUTH or SELECT refused (a wrong password, no such database): the core reports it.
+          // The last reply, to CLIENT SETNAME, may be refused by an ACL: the name is optional.
+          this.refuse()
+          return
+        }
+      } else {
+        // Not a reply to GET: this connection is not what the lane expects.
+        this.drop()
+        return
+      }
+      at = next
+      if (this.handshake > 0) {
+        if (--this.handshake === 0) this.ready()
+      } else this.answer(a)
+    }
+    this.buf = at === b.length ? null : b.subarray(at)
+  }
+}
+
+/** The handshake a URL asks for and how many replies it gets, or null when the core must connect. */
+function helloOf(u: URL): [string, number] | null {
+  if (u.search !== '' || u.hash !== '' || hostOf(u, 6379) === null) return null
+  let hello = ''
+  let n = 0
+  if (u.password !== '' || u.username !== '') {
+    const user = decodeURIComponent(u.username)
+    const pass = decodeURIComponent(u.password)
+    hello += user === '' ? command('AUTH', pass) : command('AUTH', user, pass)
+    n++
+  }
+  const db = u.pathname.replace(/^\//, '')
+  if (db !== '' && db !== '0') {
+    if (!/^\d+$/.test(db)) return null
+    hello += command('SELECT', db)
+    n++
+  }
+  return [hello + command('CLIENT', 'SETNAME', CLIENT_NAME), n + 1]
+}
+
+/** Reads of one namespace through this thread's lane to its Redis server. */
+export class RedisReader {
+  private constructor(
+    private readonly d: Direct,
+    private readonly lane: RedisLane,
+  ) {}
+
+  static open(d: Direct): RedisReader | null {
+    let u: URL
+    try {
+      u = new URL(d.url)
+    } catch {
+      return null
+    }
+    const hello = helloOf(u)
+    if (hello === null || !/^[\x20-\x7e]*$/.test(d.keyPrefix ?? '')) return null
+    const lane = laneFor(d, () => new RedisLane(u, ...hello))
+    return lane === null ? null : new RedisReader(d, lane)
+  }
+
+  /** The stored bytes of the digest in `io`, `null` when absent, `undefined`: ask the core. */
+  read(io: Buffer): Promise<Answer> | undefined {
+    return this.lane.get(this.d.keyPrefix! + io.toString('hex', 0, 16))
+  }
+
+  close(): void {
+    releaseLane(this.d, this.lane)
+  }
+}
