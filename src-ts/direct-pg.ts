@@ -11,8 +11,9 @@ import type { Direct } from './native'
  * per connection and run with binary parameters over the extended query protocol (see
  * direct.ts). TLS follows `sslmode` as the core does (`prefer` by default, without certificate
  * checks; `verify-ca`/`verify-full` are left to the core); authentication is trust, password,
- * MD5 or SCRAM-SHA-256. A URL that leaves the user or password to the environment, or carries
- * other options, is left to the core.
+ * MD5 or SCRAM-SHA-256. A URL that leaves the user, database or port to the environment, or
+ * carries other options, is left to the core; so is a password the server asks for and the URL
+ * does not give.
  */
 
 const BYTEA = 17
@@ -287,13 +288,13 @@ function loginOf(u: URL): (Login & { port: number }) | null {
   if (options.some((k) => k !== 'sslmode')) return null
   const sslmode = u.searchParams.get('sslmode') ?? process.env.PGSSLMODE ?? 'prefer'
   if (!['disable', 'allow', 'prefer', 'require'].includes(sslmode)) return null
-  const user = decodeURIComponent(u.username)
-  const db = decodeURIComponent(u.pathname.replace(/^\//, ''))
+  const database = decodeURIComponent(u.pathname.replace(/^\//, ''))
+  if (database === '') return null
   return {
     ...target,
-    user,
+    user: decodeURIComponent(u.username),
     password: u.password === '' ? null : decodeURIComponent(u.password),
-    database: db === '' ? user : db,
+    database,
     sslmode: sslmode === 'allow' ? 'disable' : sslmode,
   }
 }

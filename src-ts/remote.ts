@@ -19,6 +19,9 @@ import { isPromiseLike, warnOnce } from './types'
  * Redis server or on PostgreSQL is read over this thread's own connection (direct.ts).
  */
 
+/** The digest's bytes at the start of `io`; what a read found follows them. */
+const DIGEST_BYTES = 32
+
 /** A reader of entries on this thread's own connection, when the server allows one. */
 function openReader(d: Direct | null): RedisReader | PgReader | null {
   if (d === null) return null
@@ -225,7 +228,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   /** Refreshes a stale entry in the background, once at a time per key in this thread. */
   function revalidate(self: unknown, args: ArrayLike<unknown>, io: Buffer): void {
-    const hex = io.toString('hex') + ':refresh'
+    const hex = io.toString('hex', 0, DIGEST_BYTES) + ':refresh'
     if (inflight.has(hex)) return
     const p = run(self, Array.from(args), io, true, undefined, true)
     track(hex, p)
@@ -250,7 +253,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       stats.misses++
       return computeUnleased(self, args, undefined)
     }
-    const hex = io.toString('hex')
+    const hex = io.toString('hex', 0, DIGEST_BYTES)
     const force = co?.refresh === true
     const running = inflight.get(hex)
     if (running !== undefined && !force) {
