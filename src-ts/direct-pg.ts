@@ -319,8 +319,11 @@ export class PgReader {
     return lane === null ? null : new PgReader(d, lane)
   }
 
-  /** The stored bytes of the digest in `io`, `null` when absent, `undefined`: ask the core. */
-  read(io: Buffer): Promise<Answer> | undefined {
+  /**
+   * The stored bytes of the digest in `io` (`hex`: the digest in hex), `null` when absent,
+   * `undefined`: ask the core.
+   */
+  read(io: Buffer, _hex: string): Promise<Answer> | undefined {
     return this.lane.select(this.d.query!, this.d.ns!, io)
   }
 

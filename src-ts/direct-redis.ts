@@ -131,9 +131,12 @@ export class RedisReader {
     return lane === null ? null : new RedisReader(d, lane)
   }
 
-  /** The stored bytes of the digest in `io`, `null` when absent, `undefined`: ask the core. */
-  read(io: Buffer): Promise<Answer> | undefined {
-    return this.lane.get(this.d.keyPrefix! + io.toString('hex', 0, 16))
+  /**
+   * The stored bytes of the digest in `io` (`hex`: the digest in hex), `null` when absent,
+   * `undefined`: ask the core.
+   */
+  read(io: Buffer, hex: string): Promise<Answer> | undefined {
+    return this.lane.get(this.d.keyPrefix! + hex.substring(0, 32))
   }
 
   close(): void {

@@ -40,7 +40,8 @@ export interface Target {
 
 /**
  * One connection of this thread to one server, shared by every namespace on it. Requests are
- * pipelined: written together once per tick and answered in order.
+ * pipelined: those of one tick are written together (a sequential caller pays no more than a
+ * tick for it), and all are answered in order.
  */
 export abstract class Lane {
   users = 0

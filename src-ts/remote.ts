@@ -22,6 +22,12 @@ import { isPromiseLike, warnOnce } from './types'
 /** The digest's bytes at the start of `io`; what a read found follows them. */
 const DIGEST_BYTES = 32
 
+/** A call in flight in one thread: callers of its key share `p` until it settles. */
+interface Running {
+  p: Promise<unknown> | null
+  settled: boolean
+}
+
 /** A reader of entries on this thread's own connection, when the server allows one. */
 function openReader(d: Direct | null): RedisReader | PgReader | null {
   if (d === null) return null
@@ -39,7 +45,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   const { lockTimeout, lease, maxValueBytes, cacheUndefined, onBackendError } = o
   const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
   /** Computations of this thread, by key digest: callers of one key share them. */
-  const inflight = new Map<string, Promise<unknown>>()
+  const inflight = new Map<string, Running>()
   /** Leases held now; `clearLocks()` releases them and their commits are then refused. */
   const held = new Set<number>()
   let closed = false
@@ -81,21 +87,21 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     return io
   }
 
+  /** What `bytes`, read directly for the digest in `io`, hold: an entry, or null (a miss). */
+  function opened(s: Remote, io: Buffer, bytes: Buffer | null): Found | null {
+    if (bytes === null) return null
+    const end = s.open(io, bytes)
+    if (end < 0) return null
+    const payload = bytes.subarray(io.readUInt32LE(IO_START), end)
+    return { payload, fresh: io[IO_FRESHNESS] === 0, created: io.readDoubleLE(IO_CREATED) }
+  }
+
   /** The entry of the digest in `io`: read on this thread's connection when it can, else by the core. */
-  async function get(s: Remote, io: Buffer): Promise<Found | null | undefined> {
-    const direct = reader?.read(io)
-    if (direct !== undefined) {
-      const bytes = await direct
-      if (closed) throw closedError(o.namespace)
-      if (bytes === null) return null
-      if (bytes !== undefined) {
-        const end = s.open(io, bytes)
-        if (end < 0) return null
-        const payload = bytes.subarray(io.readUInt32LE(IO_START), end)
-        return { payload, fresh: io[IO_FRESHNESS] === 0, created: io.readDoubleLE(IO_CREATED) }
-      }
-    }
-    return native<Found | null>(s.get(io))
+  async function get(s: Remote, io: Buffer, hex: string): Promise<Found | null | undefined> {
+    const direct = reader?.read(io, hex)
+    const bytes = direct === undefined ? undefined : await direct
+    if (closed) throw closedError(o.namespace)
+    return bytes === undefined ? native<Found | null>(s.get(io)) : opened(s, io, bytes)
   }
 
   function decode(payload: Buffer): { value: unknown; ok: boolean } {
@@ -167,87 +173,103 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     self: unknown,
     args: ArrayLike<unknown>,
     io: Buffer,
+    hex: string,
     force: boolean,
     maxAge: number | undefined,
     background: boolean,
+    running: Running,
   ): Promise<unknown> {
-    const s = store!
-    if (!force) {
-      // The hit path: one plain read. Only a miss goes on to the get-or-lock script.
-      const found = await get(s, io)
-      if (found === undefined) return computeUnleased(self, args, undefined)
-      if (found !== null && (maxAge === undefined || Date.now() - found.created <= maxAge)) {
-        const { value, ok } = decode(found.payload)
-        if (ok) {
-          if (found.fresh) stats.hits++
+    // Every path awaits inside the try: the key is shared until the whole call settles.
+    try {
+      const s = store!
+      if (!force) {
+        // The hit path: one plain read (on this thread's own connection when there is one). Only a
+        // miss goes on to the get-or-lock script.
+        let found: Found | null | undefined
+        const direct = reader?.read(io, hex)
+        if (direct !== undefined) {
+          const bytes = await direct
+          if (closed) throw closedError(o.namespace)
+          found = bytes === undefined ? await native<Found | null>(s.get(io)) : opened(s, io, bytes)
+        } else found = await native<Found | null>(s.get(io))
+        if (found === undefined) return await computeUnleased(self, args, undefined)
+        if (found !== null && (maxAge === undefined || Date.now() - found.created <= maxAge)) {
+          const { value, ok } = decode(found.payload)
+          if (ok) {
+            if (found.fresh) stats.hits++
+            else {
+              stats.staleHits++
+              if (!background) revalidate(self, args, io)
+            }
+            return value
+          }
+        }
+        if (found !== null) force = true // too old for this call, or unreadable: overwrite it
+      }
+      let r = await native<Acquire>(s.acquire(io, lease, lockTimeout, force))
+      if (r === undefined) return await computeUnleased(self, args, undefined)
+      if (r.state === 0 && maxAge !== undefined && Date.now() - (r.created ?? 0) > maxAge) {
+        // Too old for this call: compute anew and overwrite.
+        r = await native<Acquire>(s.acquire(io, lease, lockTimeout, true))
+        if (r === undefined) return await computeUnleased(self, args, undefined)
+      }
+      switch (r.state) {
+        case 0: {
+          const { value, ok } = decode(r.payload!)
+          if (!ok) break
+          if (r.fresh) stats.hits++
           else {
             stats.staleHits++
             if (!background) revalidate(self, args, io)
           }
           return value
         }
+        case 1:
+          if (!background) stats.misses++
+          return await computeLeased(self, args, r.lease!)
+        case 2:
+          stats.waits++
+          throw decodeError(r.error!)
+        default:
+          // lockTimeout passed: compute here, without the lease.
+          stats.waits++
+          return await computeUnleased(self, args, io)
       }
-      if (found !== null) force = true // too old for this call, or unreadable: overwrite it
-    }
-    let r = await native<Acquire>(s.acquire(io, lease, lockTimeout, force))
-    if (r === undefined) return computeUnleased(self, args, undefined)
-    if (r.state === 0 && maxAge !== undefined && Date.now() - (r.created ?? 0) > maxAge) {
-      // Too old for this call: compute anew and overwrite.
+      // A value that no longer decodes: recompute and overwrite it.
       r = await native<Acquire>(s.acquire(io, lease, lockTimeout, true))
-      if (r === undefined) return computeUnleased(self, args, undefined)
+      if (r === undefined) return await computeUnleased(self, args, undefined)
+      if (r.state === 1) return await computeLeased(self, args, r.lease!)
+      if (r.state === 2) throw decodeError(r.error!)
+      return await computeUnleased(self, args, io)
+  
+    } finally {
+      running.settled = true
+      if (inflight.get(hex) === running) inflight.delete(hex)
     }
-    switch (r.state) {
-      case 0: {
-        const { value, ok } = decode(r.payload!)
-        if (!ok) break
-        if (r.fresh) stats.hits++
-        else {
-          stats.staleHits++
-          if (!background) revalidate(self, args, io)
-        }
-        return value
-      }
-      case 1:
-        if (!background) stats.misses++
-        return computeLeased(self, args, r.lease!)
-      case 2:
-        stats.waits++
-        throw decodeError(r.error!)
-      default:
-        // lockTimeout passed: compute here, without the lease.
-        stats.waits++
-        return computeUnleased(self, args, io)
-    }
-    // A value that no longer decodes: recompute and overwrite it.
-    r = await native<Acquire>(s.acquire(io, lease, lockTimeout, true))
-    if (r === undefined) return computeUnleased(self, args, undefined)
-    if (r.state === 1) return computeLeased(self, args, r.lease!)
-    if (r.state === 2) throw decodeError(r.error!)
-    return computeUnleased(self, args, io)
   }
 
   /** Refreshes a stale entry in the background, once at a time per key in this thread. */
   function revalidate(self: unknown, args: ArrayLike<unknown>, io: Buffer): void {
-    const hex = io.toString('hex', 0, DIGEST_BYTES) + ':refresh'
-    if (inflight.has(hex)) return
-    const p = run(self, Array.from(args), io, true, undefined, true)
-    track(hex, p)
-    p.catch(() => {
+    const hex = io.toString('hex', 0, DIGEST_BYTES)
+    const id = hex + ':refresh'
+    if (inflight.has(id)) return
+    track(id, (running) => run(self, Array.from(args), io, hex, true, undefined, true, running)).catch(() => {
       // Counted in stats.errors; the stale value is served until it expires.
     })
   }
 
-  function track(hex: string, p: Promise<unknown>): void {
-    inflight.set(hex, p)
-    const done = () => {
-      if (inflight.get(hex) === p) inflight.delete(hex)
-    }
-    p.then(done, done)
+  /** Starts a call that callers of `id` share while it runs. */
+  function track(id: string, start: (running: Running) => Promise<unknown>): Promise<unknown> {
+    const running: Running = { p: null, settled: false }
+    const p = start(running)
+    running.p = p
+    if (!running.settled) inflight.set(id, running)
+    return p
   }
 
-  async function start(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): Promise<unknown> {
+  function begin(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): Promise<unknown> {
     if (closed) throw closedError(o.namespace)
-    if (co?.bypass) return fn.apply(self, args as unknown[])
+    if (co?.bypass) return Promise.resolve(fn.apply(self, args as unknown[]))
     const io = hash(args)
     if (io === undefined) {
       stats.misses++
@@ -258,22 +280,25 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const running = inflight.get(hex)
     if (running !== undefined && !force) {
       stats.waits++
-      return running
+      return running.p!
     }
-    const p = run(self, args, io, force, co?.maxAge, false)
-    track(hex, p)
-    return p
+    return track(hex, (r) => run(self, args, io, hex, force, co?.maxAge, false, r))
   }
 
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
-    return start(self, args, co) as ReturnType<F>
+    try {
+      return begin(self, args, co) as ReturnType<F>
+    } catch (e) {
+      // Every failure of a call is a rejection, as from an async function.
+      return Promise.reject(e) as ReturnType<F>
+    }
   }
 
   async function lookup(args: unknown[]): Promise<Found | undefined> {
     if (closed) throw closedError(o.namespace)
     const io = hash(args)
     if (io === undefined) return undefined
-    return (await get(store!, io)) ?? undefined
+    return (await get(store!, io, io.toString('hex', 0, DIGEST_BYTES))) ?? undefined
   }
 
   function ensureOpen(): Remote | null {
