@@ -1,6 +1,9 @@
 import test from 'ava'
 import Redis from 'ioredis'
 import { spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import { md5Password, Scram } from '../src-ts/direct-pg'
 import { memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
@@ -8,11 +11,12 @@ import { PG_URL, REDIS_URL } from './helpers/servers'
 
 /*
  * Direct reads: a hit on a single Redis server or on PostgreSQL is read over the calling
- * thread's own connection (named `cachette-direct` on the server), and whenever that connection
- * cannot answer, the core's connection does, with the same results.
+ * thread's own connection (named `cachette-direct-<pid>-<thread>` on the server), and whenever
+ * that connection cannot answer, the core's connection does, with the same results.
  */
 
-const NAME = 'cachette-direct'
+/** The start of the names of this process's direct connections. */
+const NAME = `cachette-direct-${process.pid}-`
 
 let redis: Redis
 test.before(() => {
@@ -27,14 +31,14 @@ function psql(sql: string): string[] {
   return r.stdout.split('\n').filter((l) => l !== '')
 }
 
-/** The Redis clients named `cachette-direct`, with their last command. */
-async function redisLanes(): Promise<{ id: string; cmd: string }[]> {
+/** This process's direct Redis connections, with their last command. */
+async function redisLanes(): Promise<{ id: string; cmd: string; name: string }[]> {
   const list = (await redis.call('CLIENT', 'LIST')) as string
   return list
     .split('\n')
     .map((line) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=') as [string, string])))
-    .filter((c) => c.name === NAME)
-    .map((c) => ({ id: c.id!, cmd: c.cmd! }))
+    .filter((c) => c.name?.startsWith(NAME))
+    .map((c) => ({ id: c.id!, cmd: c.cmd!, name: c.name! }))
 }
 
 function counting<T>(value: (k: number) => T) {
@@ -56,7 +60,7 @@ test.serial('a Redis hit is a GET on this thread’s own connection; the values 
   for (let k = 0; k < 20; k++) t.deepEqual(await f(k), { k, at: new Date(k), big: BigInt(k) * 10n ** 20n })
   t.is(c.calls(), 20)
   const lanes = await redisLanes()
-  t.true(lanes.length >= 1, 'a cachette-direct connection is open')
+  t.true(lanes.length >= 1, 'a direct connection is open')
   t.true(lanes.some((l) => l.cmd === 'get'), JSON.stringify(lanes))
 })
 
@@ -100,11 +104,71 @@ test.serial('a killed direct Redis connection: hits go through the core, then th
   t.is(c.calls(), 10)
 })
 
+/** A worker thread that memoizes `k => 'v' + k` on `options`, calls it for 0..9 twice and reports. */
+function worker(options: object): Worker {
+  const index = JSON.stringify(join(__dirname, '..', 'src-ts', 'index.ts'))
+  const code = `
+    require(${JSON.stringify(require.resolve('tsx/cjs'))})
+    const { parentPort, workerData } = require('node:worker_threads')
+    const { memoize } = require(${index})
+    const f = memoize(async (k) => 'v' + k, workerData)
+    ;(async () => {
+      const first = await Promise.all([...Array(10).keys()].map((k) => f(k)))
+      await new Promise((r) => setTimeout(r, 200))
+      const second = await Promise.all([...Array(10).keys()].map((k) => f(k)))
+      parentPort.postMessage({ first, second, stats: await f.stats() })
+      parentPort.on('message', () => {}) // alive until terminated
+    })()`
+  return new Worker(code, { eval: true, workerData: options })
+}
+
+for (const [backend, url] of [
+  ['redis', REDIS_URL],
+  ['sql', PG_URL],
+] as const) {
+  test.serial(`each worker thread reads ${url.split(':')[0]} hits on a connection of its own`, async (t) => {
+    const namespace = uniqueNamespace(`direct-workers-${backend}`)
+    const workers = Array.from({ length: 3 }, () => worker({ backend, url, namespace }))
+    const ids = workers.map((w) => w.threadId)
+    t.teardown(() => Promise.all(workers.map((w) => w.terminate())))
+    const reports = (await Promise.all(workers.map((w) => once(w, 'message')))).map(([r]) => r as {
+      first: string[]
+      second: string[]
+      stats: { hits: number; computations: number }
+    })
+    const expected = [...Array(10).keys()].map((k) => 'v' + k)
+    let computations = 0
+    for (const r of reports) {
+      t.deepEqual(r.first, expected)
+      t.deepEqual(r.second, expected)
+      t.true(r.stats.hits >= 10)
+      computations += r.stats.computations
+    }
+    t.is(computations, 10, 'each key computed once across the threads')
+    const names = backend === 'redis' ? (await redisLanes()).map((l) => l.name) : pgLanes().map((l) => l.name)
+    for (const id of ids) t.true(names.includes(NAME + id), `${names.join(',')}: thread ${id}`)
+    // A thread that ends closes its connection.
+    await Promise.all(workers.map((w) => w.terminate()))
+    const deadline = Date.now() + 3000
+    let left = ids.length
+    while (left > 0 && Date.now() < deadline) {
+      await sleep(100)
+      const now = backend === 'redis' ? (await redisLanes()).map((l) => l.name) : pgLanes().map((l) => l.name)
+      left = ids.filter((id) => now.includes(NAME + id)).length
+    }
+    t.is(left, 0)
+  })
+}
+
 /** The direct connections to PostgreSQL: their last statement and whether they use TLS. */
-function pgLanes(): { query: string; ssl: boolean }[] {
+function pgLanes(): { query: string; ssl: boolean; name: string }[] {
   return psql(
-    `SELECT s.ssl, a.query FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = '${NAME}'`,
-  ).map((line) => ({ ssl: line.startsWith('t|'), query: line.slice(2) }))
+    `SELECT s.ssl, a.application_name, a.query FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+     WHERE a.application_name LIKE '${NAME}%'`,
+  ).map((line) => {
+    const [ssl, name, ...query] = line.split('|')
+    return { ssl: ssl === 't', name: name!, query: query.join('|') }
+  })
 }
 
 for (const [mode, url] of [

@@ -1,5 +1,6 @@
 import * as net from 'node:net'
 import * as tls from 'node:tls'
+import { threadId } from 'node:worker_threads'
 
 import type { Direct } from './native'
 
@@ -22,8 +23,11 @@ export type Answer = Buffer | null | undefined
 const RESPONSE_MS = 5000
 /** How long after a lost or refused connection the lane stays off. */
 const RETRY_MS = 1000
-/** The name a lane's connection shows on the server (Redis `CLIENT LIST`, `pg_stat_activity`). */
-export const CLIENT_NAME = 'cachette-direct'
+/**
+ * The name a lane's connection shows on the server (Redis `CLIENT LIST`, PostgreSQL
+ * `application_name`): `cachette-direct-<pid>-<thread id>`.
+ */
+export const CLIENT_NAME = `cachette-direct-${process.pid}-${threadId}`
 
 const IDLE = 0
 const CONNECTING = 1
