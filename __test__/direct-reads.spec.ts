@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads'
 import { md5Password, Scram } from '../src-ts/direct-pg'
 import { memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
-import { PG_URL, REDIS_URL } from './helpers/servers'
+import { PG_URL, REDIS_URL, startTlsRedis } from './helpers/servers'
 
 /*
  * Direct reads: a hit on a single Redis server or on PostgreSQL is read over the calling
@@ -61,7 +61,33 @@ test.serial('a Redis hit is a GET on this thread’s own connection; the values 
   t.is(c.calls(), 20)
   const lanes = await redisLanes()
   t.true(lanes.length >= 1, 'a direct connection is open')
-  t.true(lanes.some((l) => l.cmd === 'get'), JSON.stringify(lanes))
+  t.true(
+    lanes.some((l) => l.cmd === 'get'),
+    JSON.stringify(lanes),
+  )
+})
+
+test.serial('over rediss://, the direct connection trusts the CA of SSL_CERT_FILE as the core does', async (t) => {
+  const { server, ca, port } = await startTlsRedis()
+  t.teardown(() => server.stop())
+  process.env.SSL_CERT_FILE = ca
+  t.teardown(() => delete process.env.SSL_CERT_FILE)
+  const c = counting((k) => ({ k }))
+  const url = `rediss://127.0.0.1:${port}`
+  const f = memoize(c.fn, { backend: 'redis', url, namespace: uniqueNamespace('direct-tls'), onBackendError: 'throw' })
+  t.teardown(() => f.close())
+  t.deepEqual(await f(1), { k: 1 })
+  await sleep(200)
+  t.deepEqual(await f(1), { k: 1 })
+  t.is(c.calls(), 1)
+  const list = spawnSync(
+    'redis-cli',
+    ['--tls', '--cacert', ca, '-h', '127.0.0.1', '-p', String(port), 'CLIENT', 'LIST'],
+    {
+      encoding: 'utf8',
+    },
+  ).stdout
+  t.regex(list, new RegExp(`name=${NAME}\\d+ .*cmd=get`))
 })
 
 test.serial('64 pipelined Redis hits each get their own value, large ones too', async (t) => {
@@ -131,11 +157,14 @@ for (const [backend, url] of [
     const workers = Array.from({ length: 3 }, () => worker({ backend, url, namespace }))
     const ids = workers.map((w) => w.threadId)
     t.teardown(() => Promise.all(workers.map((w) => w.terminate())))
-    const reports = (await Promise.all(workers.map((w) => once(w, 'message')))).map(([r]) => r as {
-      first: string[]
-      second: string[]
-      stats: { hits: number; computations: number }
-    })
+    const reports = (await Promise.all(workers.map((w) => once(w, 'message')))).map(
+      ([r]) =>
+        r as {
+          first: string[]
+          second: string[]
+          stats: { hits: number; computations: number }
+        },
+    )
     const expected = [...Array(10).keys()].map((k) => 'v' + k)
     let computations = 0
     for (const r of reports) {
@@ -194,7 +223,12 @@ for (const [mode, url] of [
     )
     const tls = psql('SHOW ssl')[0] === 'on'
     if (mode === 'sslmode=disable') t.true(lanes.every((l) => !l.ssl))
-    else t.is(lanes.some((l) => l.ssl), tls, 'prefer: TLS when the server offers it')
+    else
+      t.is(
+        lanes.some((l) => l.ssl),
+        tls,
+        'prefer: TLS when the server offers it',
+      )
   })
 }
 

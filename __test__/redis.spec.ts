@@ -1,11 +1,9 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CachetteError, memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
-import { freePort, startCluster, startRedis } from './helpers/servers'
+import { freePort, startCluster, startRedis, startTlsRedis } from './helpers/servers'
 import type { RedisProcess } from './helpers/servers'
 import { runFixture } from './fixtures/rpc'
 
@@ -199,71 +197,12 @@ test.serial('a lease is renewed from Rust while the event loop is blocked', asyn
 })
 
 test.serial('rediss:// connects over TLS, verifying the server against the trusted CAs', async (t) => {
-  // A CA and a server certificate for 127.0.0.1, made here with openssl.
-  const dir = mkdtempSync(join(tmpdir(), 'cachette-tls-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const ssl = (...args: string[]) => {
-    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' })
-    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`)
-  }
-  ssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.crt',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=cachette test CA',
-  )
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
-  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n')
-  ssl(
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.crt',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.crt',
-    '-days',
-    '2',
-    '-extfile',
-    'ext.cnf',
-  )
-  const port = await freePort()
-  const tls = await startRedis(
-    [
-      '--port',
-      '0',
-      '--tls-port',
-      String(port),
-      '--tls-cert-file',
-      join(dir, 'server.crt'),
-      '--tls-key-file',
-      join(dir, 'server.key'),
-      '--tls-ca-cert-file',
-      join(dir, 'ca.crt'),
-      '--tls-auth-clients',
-      'no',
-    ],
-    port,
-    true,
-  )
+  const { server: tls, ca, port } = await startTlsRedis()
   t.teardown(() => tls.stop())
   const url = `rediss://127.0.0.1:${port}`
   const fixture = join(__dirname, 'fixtures', 'remote-close.ts')
   // Trusting the test CA (rustls reads SSL_CERT_FILE), the child computes once and hits once.
-  const ok = await runFixture(fixture, [url, uniqueNamespace('tls')], { SSL_CERT_FILE: join(dir, 'ca.crt') })
+  const ok = await runFixture(fixture, [url, uniqueNamespace('tls')], { SSL_CERT_FILE: ca })
   t.is(ok.code, 0, ok.stderr)
   t.is((JSON.parse(ok.stdout) as { value: number }).value, 42)
   // Not trusting it: the handshake fails, and the call rejects with ERR_BACKEND_UNAVAILABLE.
@@ -313,7 +252,8 @@ test.serial(
     t.is(values.length, 32)
     for (const v of values) t.deepEqual(v, { k: 'shared' })
     t.is(Atomics.load(counter, 0), 1, 'computed more than once across worker threads')
-    // One multiplexed connection and one subscriber for the whole process (and redis-cli's own).
+    // One multiplexed connection and one subscriber for the whole process (and redis-cli's own);
+    // each worker's direct connection closed with its function.
     const clients = Number(/connected_clients:(\d+)/.exec(cli(own.port, 'INFO', 'clients'))?.[1])
     t.true(clients <= 3, `${clients} connections to the server`)
   },

@@ -136,7 +136,9 @@ export async function redisScenarios() {
           pass: tr <= 1.0,
         }),
       ],
-      targets: [{ text: 'redis throughput, 64 in flight: cachette ≥ ioredis auto-pipelining', pass: tr <= 1.0, value: tr }],
+      targets: [
+        { text: 'redis throughput, 64 in flight: cachette ≥ ioredis auto-pipelining', pass: tr <= 1.0, value: tr },
+      ],
       notes: [],
     },
   ]
@@ -187,6 +189,8 @@ export async function pgScenario() {
       row('cachette hit, default sslmode (prefer: TLS if offered)', lat, 'cachetteTls'),
     ],
     targets: [{ text: 'postgres hit p50: cachette ≤ 1.2× a raw pg SELECT', pass: ratio <= 1.2, value: ratio }],
-    notes: ['both rows compared connect with sslmode=disable (pg\'s default transport); hits are read on the calling thread\'s own connection'],
+    notes: [
+      "both rows compared connect with sslmode=disable (pg's default transport); hits are read on the calling thread's own connection",
+    ],
   }
 }

@@ -47,8 +47,15 @@ function int16s(...ns: number[]): Buffer {
 
 /** The MD5 password message's text (`md5` + hex). */
 export function md5Password(user: string, password: string, salt: Buffer): string {
-  const inner = createHash('md5').update(password + user).digest('hex')
-  return 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex')
+  const inner = createHash('md5')
+    .update(password + user)
+    .digest('hex')
+  return (
+    'md5' +
+    createHash('md5')
+      .update(Buffer.concat([Buffer.from(inner), salt]))
+      .digest('hex')
+  )
 }
 
 /** The client side of SCRAM-SHA-256 (RFC 5802/7677), without channel binding. */
@@ -142,7 +149,8 @@ class PgLane extends Lane {
     at = bind.writeInt16BE(1, at) // one result format: binary
     bind.writeInt16BE(1, at)
     const parts: Buffer[] = [bind, EXECUTE_SYNC]
-    if (parse) parts.unshift(message('P', Buffer.concat([cstr(name), cstr(query), int16s(2), int32(BYTEA), int32(BYTEA)])))
+    if (parse)
+      parts.unshift(message('P', Buffer.concat([cstr(name), cstr(query), int16s(2), int32(BYTEA), int32(BYTEA)])))
     const p = this.request(Buffer.concat(parts))
     if (p !== undefined) {
       if (parse) this.statements.set(query, name)

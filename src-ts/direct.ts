@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { threadId } from 'node:worker_threads'
@@ -148,7 +149,9 @@ export abstract class Lane {
     const out = this.out
     this.out = []
     if (this.socket === null || out.length === 0) return
-    this.socket.write(out.length === 1 ? out[0]! : typeof out[0] === 'string' ? out.join('') : Buffer.concat(out as Buffer[]))
+    this.socket.write(
+      out.length === 1 ? out[0]! : typeof out[0] === 'string' ? out.join('') : Buffer.concat(out as Buffer[]),
+    )
   }
 
   private connect(): void {
@@ -157,7 +160,7 @@ export abstract class Lane {
     this.state = CONNECTING
     const { host, port } = this.target
     const socket = this.target.tls
-      ? tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined })
+      ? tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, ca: trusted() })
       : net.connect({ host, port })
     this.listen(socket, this.target.tls ? 'secureConnect' : 'connect')
   }
@@ -183,7 +186,11 @@ export abstract class Lane {
     const lost = () => {
       if (this.socket === socket) this.drop()
     }
-    socket.on('error', lost)
+    socket.on('error', (e: Error & { code?: string }) => {
+      // A certificate this thread does not trust will not become trusted by retrying.
+      if (this.socket === socket && this.state !== READY && isCertificateError(e.code)) this.refuse()
+      else lost()
+    })
     socket.on('close', lost)
     if (this.watchdog === null) {
       this.watchdog = setInterval(() => {
@@ -192,6 +199,24 @@ export abstract class Lane {
       this.watchdog.unref()
     }
   }
+}
+
+/**
+ * The CAs a TLS lane trusts: Node's, plus the file `SSL_CERT_FILE` names, which the core's TLS
+ * trusts too (undefined: Node's alone).
+ */
+function trusted(): string[] | undefined {
+  const file = process.env.SSL_CERT_FILE
+  if (file === undefined || file === '') return undefined
+  try {
+    return [...tls.rootCertificates, readFileSync(file, 'utf8')]
+  } catch {
+    return undefined
+  }
+}
+
+function isCertificateError(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('ERR_TLS_CERT') || /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code))
 }
 
 /*

@@ -241,7 +241,6 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       if (r.state === 1) return await computeLeased(self, args, r.lease!)
       if (r.state === 2) throw decodeError(r.error!)
       return await computeUnleased(self, args, io)
-  
     } finally {
       running.settled = true
       if (inflight.get(hex) === running) inflight.delete(hex)

@@ -1,7 +1,7 @@
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -108,6 +108,46 @@ export async function startRedis(extra: string[] = [], port?: number, tls = fals
   process.once('exit', () => r.stop())
   await (tls ? waitListening(p) : waitPing(p))
   return r
+}
+
+/**
+ * A redis-server speaking only TLS on a free port, with a certificate for 127.0.0.1 signed by a CA
+ * made here with openssl (`ca`: its certificate file).
+ */
+export async function startTlsRedis(): Promise<{ server: RedisProcess; ca: string; port: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'cachette-tls-'))
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+  const ssl = (...args: string[]) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`)
+  }
+  const ca = ['-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=cachette test CA']
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', ...ca)
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n')
+  const sign = ['-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf']
+  ssl('x509', '-req', '-in', 'server.csr', '-out', 'server.crt', ...sign)
+  const port = await freePort()
+  const file = (name: string) => join(dir, name)
+  const server = await startRedis(
+    [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      file('server.crt'),
+      '--tls-key-file',
+      file('server.key'),
+      '--tls-ca-cert-file',
+      file('ca.crt'),
+      '--tls-auth-clients',
+      'no',
+    ],
+    port,
+    true,
+  )
+  return { server, ca: file('ca.crt'), port }
 }
 
 /** A 3-master Redis Cluster on loopback ports. */
