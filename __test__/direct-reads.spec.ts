@@ -250,6 +250,18 @@ test.serial('a damaged PostgreSQL row read directly is a miss: computed again an
   t.is(c.calls(), 2)
 })
 
+test.serial('a URL the direct connection cannot decode leaves hits to the core’s pool', async (t) => {
+  const u = new URL(PG_URL)
+  u.password = 'p%zz' // not valid percent-encoding; trust authentication ignores the password
+  const c = counting((k) => `v${k}`)
+  const f = memoize(c.fn, { backend: 'sql', url: u.href, namespace: uniqueNamespace('direct-pg-uri') })
+  t.teardown(() => f.close())
+  t.is(await f(1), 'v1')
+  await sleep(100)
+  t.is(await f(1), 'v1')
+  t.is(c.calls(), 1)
+})
+
 test('SCRAM-SHA-256 computes the proof and checks the server of RFC 7677’s example', (t) => {
   const s = new Scram('pencil', 'rOprNGfwEbeRWgbNEkqO', 'user')
   t.is(s.first, 'n,,n=user,r=rOprNGfwEbeRWgbNEkqO')

@@ -1,6 +1,6 @@
 import test from 'ava'
 import { sleep, tempDir } from './helpers/env'
-import { backends, counted, waitFor } from './helpers/store-suite'
+import { backends, counted, remoteBackends, waitFor } from './helpers/store-suite'
 
 /*
  * Expiry: `ttl`, and `staleWhileRevalidate` (serve the stale value at once, refresh once in the
@@ -114,5 +114,20 @@ for (const b of backends(dir)) {
     t.is(f('k'), 'first')
     await waitFor(() => f.stats().errors > 0)
     t.is(f('k'), 'first', 'still the stale value')
+  })
+}
+
+for (const b of remoteBackends(dir)) {
+  test(`staleWhileRevalidate refreshes an entry in the background each time it goes stale (${b.name})`, async (t) => {
+    let n = 0
+    const f = b.memoize(async (_k: string) => ++n, { ttl: 300, staleWhileRevalidate: true })
+    t.is(await f('k'), 1)
+    for (let round = 1; round <= 3; round++) {
+      await sleep(400)
+      t.is(await f('k'), round, `round ${round}: the stale value is served`)
+      await waitFor(() => n === round + 1)
+    }
+    t.is(n, 4, 'one refresh per time the entry went stale')
+    t.is((await f.stats()).staleHits, 3)
   })
 }

@@ -2,7 +2,7 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 
-import { CLIENT_NAME, hostOf, Lane, laneFor, releaseLane } from './direct'
+import { CLIENT_NAME, hostOf, Inbox, Lane, laneFor, releaseLane } from './direct'
 import type { Answer } from './direct'
 import type { Direct } from './native'
 
@@ -108,7 +108,7 @@ interface Login {
 }
 
 class PgLane extends Lane {
-  private buf: Buffer | null = null
+  private readonly inbox = new Inbox()
   private scram: Scram | null = null
   private askedTls = false
   /** Statement names by query text, once their Parse was sent on this connection. */
@@ -160,7 +160,10 @@ class PgLane extends Lane {
   }
 
   protected opened(socket: net.Socket): void {
-    this.buf = null
+    this.inbox.clear()
+    this.row = null
+    this.failed = false
+    this.parsed = false
     this.statements = new Map()
     this.named = 0
     this.parsing.length = 0
@@ -189,17 +192,23 @@ class PgLane extends Lane {
       else this.startup(this.socket!)
       return
     }
-    const b = this.buf === null ? chunk : Buffer.concat([this.buf, chunk])
+    const b = this.inbox.add(chunk)
+    if (b === null) return
     let at = 0
+    let need = 0
     while (at + 5 <= b.length) {
       const len = b.readInt32BE(at + 1)
-      if (at + 1 + len > b.length) break
+      if (len < 4) throw new Error('not a PostgreSQL message')
+      if (at + 1 + len > b.length) {
+        need = 1 + len
+        break
+      }
       const type = b[at]!
       const body = b.subarray(at + 5, at + 1 + len)
       at += 1 + len
       if (!this.handle(type, body)) return
     }
-    this.buf = at === b.length ? null : b.subarray(at)
+    this.inbox.keep(b.subarray(at), need)
   }
 
   /** One backend message; false when the connection was dropped. */
@@ -207,6 +216,7 @@ class PgLane extends Lane {
     switch (type) {
       case 0x44 /* D: DataRow */: {
         const n = body.readInt32BE(2)
+        if (body.readInt16BE(0) !== 1 || 6 + n > body.length) throw new Error('not the row of one column')
         this.row = n < 0 ? null : body.subarray(6, 6 + n)
         return true
       }
@@ -215,8 +225,11 @@ class PgLane extends Lane {
         return true
       case 0x45 /* E: ErrorResponse */:
         if (!this.isReady) {
-          // Refused (authentication, no such database): the core reports it.
-          this.refuse()
+          // Refused (authentication, no such database: the core reports it), or not now (the
+          // server starting or full: try again soon).
+          const state = sqlstate(body)
+          if (state.startsWith('28') || state === '3D000') this.refuse()
+          else this.drop()
           return false
         }
         this.failed = true
@@ -285,6 +298,17 @@ class PgLane extends Lane {
   }
 }
 
+/** The SQLSTATE code of an ErrorResponse body. */
+function sqlstate(body: Buffer): string {
+  for (let at = 0; at < body.length && body[at] !== 0;) {
+    const end = body.indexOf(0, at + 1)
+    if (end < 0) break
+    if (body[at] === 0x43 /* C */) return body.toString('latin1', at + 1, end)
+    at = end + 1
+  }
+  return ''
+}
+
 const EXECUTE_SYNC = Buffer.concat([message('E', Buffer.from([0, 0, 0, 0, 0])), message('S', Buffer.alloc(0))])
 
 /** What a URL logs in with, or null when the core must connect. */
@@ -296,12 +320,21 @@ function loginOf(u: URL): (Login & { port: number }) | null {
   if (options.some((k) => k !== 'sslmode')) return null
   const sslmode = u.searchParams.get('sslmode') ?? process.env.PGSSLMODE ?? 'prefer'
   if (!['disable', 'allow', 'prefer', 'require'].includes(sslmode)) return null
-  const database = decodeURIComponent(u.pathname.replace(/^\//, ''))
+  let database: string
+  let user: string
+  let password: string | null
+  try {
+    database = decodeURIComponent(u.pathname.replace(/^\//, ''))
+    user = decodeURIComponent(u.username)
+    password = u.password === '' ? null : decodeURIComponent(u.password)
+  } catch {
+    return null
+  }
   if (database === '') return null
   return {
     ...target,
-    user: decodeURIComponent(u.username),
-    password: u.password === '' ? null : decodeURIComponent(u.password),
+    user,
+    password,
     database,
     sslmode: sslmode === 'allow' ? 'disable' : sslmode,
   }
@@ -322,7 +355,7 @@ export class PgReader {
       return null
     }
     const login = loginOf(u)
-    if (login === null || d.query == null || d.ns == null) return null
+    if (login === null || d.query == null || d.ns?.length !== 8) return null
     const lane = laneFor(d, () => new PgLane(login, login))
     return lane === null ? null : new PgReader(d, lane)
   }

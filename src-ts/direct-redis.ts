@@ -1,6 +1,6 @@
 import type * as net from 'node:net'
 
-import { CLIENT_NAME, hostOf, Lane, laneFor, releaseLane } from './direct'
+import { CLIENT_NAME, hostOf, Inbox, Lane, laneFor, releaseLane } from './direct'
 import type { Answer } from './direct'
 import type { Direct } from './native'
 
@@ -22,13 +22,16 @@ function command(...parts: string[]): string {
 /** The decimal number in `b[from..to)`. */
 function digits(b: Buffer, from: number, to: number): number {
   let n = 0
-  for (let i = from; i < to; i++) n = n * 10 + b[i]! - 48
+  for (let i = from; i < to; i++) {
+    const d = b[i]! - 48
+    if (d < 0 || d > 9 || i - from > 10) throw new Error('not a RESP2 length')
+    n = n * 10 + d
+  }
   return n
 }
 
 class RedisLane extends Lane {
-  /** Bytes received and not yet parsed. */
-  private buf: Buffer | null = null
+  private readonly inbox = new Inbox()
   /** Replies the handshake still expects. */
   private handshake = 0
 
@@ -45,14 +48,16 @@ class RedisLane extends Lane {
   }
 
   protected opened(socket: net.Socket): void {
-    this.buf = null
+    this.inbox.clear()
     this.handshake = this.replies
     socket.write(this.hello)
   }
 
   protected received(chunk: Buffer): void {
-    const b = this.buf === null ? chunk : Buffer.concat([this.buf, chunk])
+    const b = this.inbox.add(chunk)
+    if (b === null) return
     let at = 0
+    let need = 0
     for (;;) {
       const end = b.indexOf(CRLF, at + 1)
       if (end < 0 || end + 1 >= b.length) break
@@ -63,7 +68,10 @@ class RedisLane extends Lane {
         const len = b[at + 1] === 0x2d ? -1 : digits(b, at + 1, end)
         if (len < 0) a = null
         else {
-          if (next + len + 2 > b.length) break
+          if (next + len + 2 > b.length) {
+            need = next + len + 2 - at
+            break
+          }
           a = b.subarray(next, next + len)
           next += len + 2
         }
@@ -71,23 +79,21 @@ class RedisLane extends Lane {
         a = undefined
       } else if (type === 0x2d /* - */) {
         a = undefined
-        if (this.handshake > 1) {
-          // AUTH or SELECT refused (a wrong password, no such database): the core reports it.
-          // The last reply, to CLIENT SETNAME, may be refused by an ACL: the name is optional.
+        // AUTH or SELECT refused (a wrong password, no such database): the core reports it. The
+        // name (CLIENT SETNAME, last) is optional: an ACL may deny that command alone.
+        if (this.handshake > 1 || (this.handshake === 1 && !b.toString('latin1', at, end).startsWith('-NOPERM'))) {
           this.refuse()
           return
         }
       } else {
-        // Not a reply to GET: this connection is not what the lane expects.
-        this.drop()
-        return
+        throw new Error('not a RESP2 reply to GET')
       }
       at = next
       if (this.handshake > 0) {
         if (--this.handshake === 0) this.ready()
       } else this.answer(a)
     }
-    this.buf = at === b.length ? null : b.subarray(at)
+    this.inbox.keep(b.subarray(at), need)
   }
 }
 
@@ -96,9 +102,15 @@ function helloOf(u: URL): [string, number] | null {
   if (u.search !== '' || u.hash !== '' || hostOf(u, 6379) === null) return null
   let hello = ''
   let n = 0
-  if (u.password !== '' || u.username !== '') {
-    const user = decodeURIComponent(u.username)
-    const pass = decodeURIComponent(u.password)
+  if (u.password !== '') {
+    let user: string
+    let pass: string
+    try {
+      user = decodeURIComponent(u.username)
+      pass = decodeURIComponent(u.password)
+    } catch {
+      return null
+    }
     hello += user === '' ? command('AUTH', pass) : command('AUTH', user, pass)
     n++
   }

@@ -22,8 +22,10 @@ export type Answer = Buffer | null | undefined
 
 /** How long a pending read may wait for its reply before the connection is dropped. */
 const RESPONSE_MS = 5000
-/** How long after a lost or refused connection the lane stays off. */
+/** How long after a lost connection the lane stays off. */
 const RETRY_MS = 1000
+/** How long after a refused handshake (credentials, database, certificate) the lane stays off. */
+const REFUSED_RETRY_MS = 30_000
 /**
  * The name a lane's connection shows on the server (Redis `CLIENT LIST`, PostgreSQL
  * `application_name`): `cachette-direct-<pid>-<thread id>`.
@@ -34,7 +36,6 @@ const IDLE = 0
 const CONNECTING = 1
 const READY = 2
 const DOWN = 3
-const REFUSED = 4
 
 /** The parts of a URL a lane connects with. */
 export interface Target {
@@ -118,10 +119,10 @@ export abstract class Lane {
     while (this.waiting.length > 0) this.answer(undefined)
   }
 
-  /** The server refused the handshake: the lane stays off, and the core answers every read. */
+  /** The server refused the handshake: the core answers every read for a while. */
   protected refuse(): void {
     this.drop()
-    this.state = REFUSED
+    if (this.state === DOWN) this.retryAt = Date.now() + REFUSED_RETRY_MS
   }
 
   /** Closes the lane for good (its last namespace closed). */
@@ -155,7 +156,7 @@ export abstract class Lane {
   }
 
   private connect(): void {
-    if (this.state === CONNECTING || this.state === READY || this.state === REFUSED) return
+    if (this.state === CONNECTING || this.state === READY) return
     if (this.state === DOWN && Date.now() < this.retryAt) return
     this.state = CONNECTING
     const { host, port } = this.target
@@ -181,7 +182,12 @@ export abstract class Lane {
     socket.on('data', (chunk: Buffer) => {
       if (this.socket !== socket) return
       this.lastProgress = Date.now()
-      this.received(chunk)
+      try {
+        this.received(chunk)
+      } catch {
+        // Bytes no reply looks like: this connection cannot be trusted to stay in step.
+        this.drop()
+      }
     })
     const lost = () => {
       if (this.socket === socket) this.drop()
@@ -198,6 +204,38 @@ export abstract class Lane {
       }, 1000)
       this.watchdog.unref()
     }
+  }
+}
+
+/** Bytes received and not yet parsed: a frame split across chunks is joined once, when complete. */
+export class Inbox {
+  private parts: Buffer[] = []
+  private size = 0
+  private need = 0
+
+  /** Adds a chunk: all the bytes not yet parsed, or null while the frame they start is incomplete. */
+  add(chunk: Buffer): Buffer | null {
+    if (this.parts.length === 0) return chunk
+    this.parts.push(chunk)
+    this.size += chunk.length
+    if (this.size < this.need) return null
+    const b = Buffer.concat(this.parts, this.size)
+    this.clear()
+    return b
+  }
+
+  /** Keeps `rest`, the start of a frame of `need` bytes (0: not known yet). */
+  keep(rest: Buffer, need: number): void {
+    if (rest.length === 0) return
+    this.parts = [rest]
+    this.size = rest.length
+    this.need = need
+  }
+
+  clear(): void {
+    this.parts = []
+    this.size = 0
+    this.need = 0
   }
 }
 

@@ -24,6 +24,8 @@ const DIGEST_BYTES = 32
 
 /** A call in flight in one thread: callers of its key share `p` until it settles. */
 interface Running {
+  /** The key it is shared under (`inflight`). */
+  id: string
   p: Promise<unknown> | null
   settled: boolean
 }
@@ -243,7 +245,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       return await computeUnleased(self, args, io)
     } finally {
       running.settled = true
-      if (inflight.get(hex) === running) inflight.delete(hex)
+      if (inflight.get(running.id) === running) inflight.delete(running.id)
     }
   }
 
@@ -259,7 +261,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   /** Starts a call that callers of `id` share while it runs. */
   function track(id: string, start: (running: Running) => Promise<unknown>): Promise<unknown> {
-    const running: Running = { p: null, settled: false }
+    const running: Running = { id, p: null, settled: false }
     const p = start(running)
     running.p = p
     if (!running.settled) inflight.set(id, running)
