@@ -361,7 +361,7 @@ export class PgReader {
   }
 
   /**
-   * The stored bytes of the digest in `io` (`hex`: the digest in hex), `null` when absent,
+   * The stored bytes of the digest in `io` (`hex`: its first 16 bytes in hex), `null` when absent,
    * `undefined`: ask the core.
    */
   read(io: Buffer, _hex: string): Promise<Answer> | undefined {

@@ -144,11 +144,11 @@ export class RedisReader {
   }
 
   /**
-   * The stored bytes of the digest in `io` (`hex`: the digest in hex), `null` when absent,
+   * The stored bytes of the digest in `io` (`hex`: its first 16 bytes in hex), `null` when absent,
    * `undefined`: ask the core.
    */
   read(io: Buffer, hex: string): Promise<Answer> | undefined {
-    return this.lane.get(this.d.keyPrefix! + hex.substring(0, 32))
+    return this.lane.get(this.d.keyPrefix! + hex)
   }
 
   close(): void {

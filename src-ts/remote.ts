@@ -19,8 +19,11 @@ import { isPromiseLike, warnOnce } from './types'
  * Redis server or on PostgreSQL is read over this thread's own connection (direct.ts).
  */
 
-/** The digest's bytes at the start of `io`; what a read found follows them. */
-const DIGEST_BYTES = 32
+/**
+ * The bytes of the digest (at the start of `io`) a key is named by, on the server as in this
+ * thread's sharing of calls: 128 bits, as the core's `key_part`.
+ */
+const KEY_BYTES = 16
 
 /** A call in flight in one thread: callers of its key share `p` until it settles. */
 interface Running {
@@ -251,7 +254,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   /** Refreshes a stale entry in the background, once at a time per key in this thread. */
   function revalidate(self: unknown, args: ArrayLike<unknown>, io: Buffer): void {
-    const hex = io.toString('hex', 0, DIGEST_BYTES)
+    const hex = io.toString('hex', 0, KEY_BYTES)
     const id = hex + ':refresh'
     if (inflight.has(id)) return
     track(id, (running) => run(self, Array.from(args), io, hex, true, undefined, true, running)).catch(() => {
@@ -276,7 +279,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       stats.misses++
       return computeUnleased(self, args, undefined)
     }
-    const hex = io.toString('hex', 0, DIGEST_BYTES)
+    const hex = io.toString('hex', 0, KEY_BYTES)
     const force = co?.refresh === true
     const running = inflight.get(hex)
     if (running !== undefined && !force) {
@@ -299,7 +302,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (closed) throw closedError(o.namespace)
     const io = hash(args)
     if (io === undefined) return undefined
-    return (await get(store!, io, io.toString('hex', 0, DIGEST_BYTES))) ?? undefined
+    return (await get(store!, io, io.toString('hex', 0, KEY_BYTES))) ?? undefined
   }
 
   function ensureOpen(): Remote | null {
