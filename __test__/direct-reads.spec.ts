@@ -3,7 +3,7 @@ import Redis from 'ioredis'
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
+import { threadId, Worker } from 'node:worker_threads'
 import { md5Password, Scram } from '../src-ts/direct-pg'
 import { memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
@@ -88,6 +88,33 @@ test.serial('over rediss://, the direct connection trusts the CA of SSL_CERT_FIL
     },
   ).stdout
   t.regex(list, new RegExp(`name=${NAME}\\d+ .*cmd=get`))
+})
+
+test.serial('directReads: false reads every hit through the core’s connection', async (t) => {
+  const own = (await redisLanes()).filter((l) => l.name === NAME + threadId)
+  t.deepEqual(own, [], 'no direct connection of this thread is left from an earlier test')
+  const c = counting((k) => `v${k}`)
+  const f = memoize(c.fn, {
+    backend: 'redis',
+    url: REDIS_URL,
+    namespace: uniqueNamespace('direct-off'),
+    directReads: false,
+  })
+  t.teardown(() => f.close())
+  for (let round = 0; round < 3; round++) {
+    for (let k = 0; k < 5; k++) t.is(await f(k), `v${k}`)
+    await sleep(100)
+  }
+  t.is(c.calls(), 5)
+  t.deepEqual(
+    (await redisLanes()).filter((l) => l.name === NAME + threadId),
+    [],
+  )
+  t.throws(() => memoize(c.fn, { backend: 'redis', directReads: 'no' as never }), {
+    instanceOf: TypeError,
+    message: 'directReads must be a boolean if specified',
+  })
+  t.throws(() => memoize(c.fn, { directReads: false }), { instanceOf: TypeError })
 })
 
 test.serial('64 pipelined Redis hits each get their own value, large ones too', async (t) => {

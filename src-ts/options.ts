@@ -48,6 +48,13 @@ export interface MemoizeOptions<A extends unknown[] = unknown[]> {
    */
   lease?: Duration
   /**
+   * `redis` (one server) and `sql` (PostgreSQL): read hits over a connection of the calling JS
+   * thread, one per server and thread, instead of through the core's shared connections.
+   * `false` keeps every thread on the core's connections (fewer connections, slower hits).
+   * @default true
+   */
+  directReads?: boolean
+  /**
    * Disk directory. Created 0700 if missing.
    * @default the OS cache dir + `/cachette` (`$XDG_CACHE_HOME`, `~/Library/Caches`, `%LOCALAPPDATA%`)
    */
@@ -145,6 +152,7 @@ export interface ResolvedOptions {
   /** Redis key prefix, or the SQL table. */
   prefix: string
   lease: number
+  directReads: boolean
   path: string
   namespace: string
   ttl: number
@@ -183,6 +191,7 @@ const KNOWN = new Set([
   'prefix',
   'table',
   'lease',
+  'directReads',
 ])
 
 const TABLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
@@ -226,7 +235,10 @@ function resolveServer(backend: 'redis' | 'sql', opts: MemoizeOptions<never[]>) 
   }
   const lease = opts.lease === undefined ? 5000 : toMs(opts.lease, 'lease')
   if (lease < 100) throw new TypeError('lease must be at least 100 ms')
-  return { urls, cluster: opts.cluster === true || urls.length > 1, prefix, lease }
+  if (opts.directReads !== undefined && typeof opts.directReads !== 'boolean')
+    throw new TypeError('directReads must be a boolean if specified')
+  const directReads = opts.directReads !== false
+  return { urls, cluster: opts.cluster === true || urls.length > 1, prefix, lease, directReads }
 }
 
 /**
@@ -246,9 +258,11 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
     throw new TypeError(`backend must be 'memory', 'disk', 'redis' or 'sql' (got ${JSON.stringify(backend)})`)
   }
   const remote = backend === 'redis' || backend === 'sql'
-  const server = remote ? resolveServer(backend, opts) : { urls: [], cluster: false, prefix: '', lease: 5000 }
+  const server = remote
+    ? resolveServer(backend, opts)
+    : { urls: [], cluster: false, prefix: '', lease: 5000, directReads: false }
   if (!remote) {
-    for (const k of ['url', 'cluster', 'prefix', 'table', 'lease'] as const) {
+    for (const k of ['url', 'cluster', 'prefix', 'table', 'lease', 'directReads'] as const) {
       if (opts[k] !== undefined) throw new TypeError(`${k} applies to backends 'redis' and 'sql'`)
     }
   }

@@ -72,7 +72,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     if (err.code === 'ERR_INVALID_OPTION') throw new TypeError(err.message, { cause: e })
     backendFailure(err)
   }
-  const reader = store === null ? null : openReader(store.directRead())
+  const reader = store === null || !o.directReads ? null : openReader(store.directRead())
 
   /** Awaits a native operation; a failure is reported and resolves as `undefined`. */
   async function native<T>(p: Promise<T | Failure>): Promise<T | undefined> {
