@@ -444,11 +444,12 @@ export function storeSuite(b: Backend): void {
 
   test(title('memoize() recomputes an entry once its ttl has passed'), async (t) => {
     const c = counted<[number]>()
-    // 400 ms: room for a loaded machine between the first two calls.
-    const f = b.memoize(c.fn, { ttl: 400 })
+    // 1 s: room for a loaded machine between the first two calls (400 ms was once not enough
+    // while every test file ran at once on two cores).
+    const f = b.memoize(c.fn, { ttl: 1000 })
     t.deepEqual(await f(1), { n: 1 })
     t.deepEqual(await f(1), { n: 1 })
-    await sleep(450)
+    await sleep(1100)
     t.false(await f.has(1))
     t.deepEqual(await f(1), { n: 2 })
     t.is(c.calls(), 2)
