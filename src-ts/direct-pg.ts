@@ -2,7 +2,7 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 
-import { CLIENT_NAME, hostOf, Inbox, Lane, laneFor, releaseLane } from './direct'
+import { CLIENT_NAME, hostOf, Inbox, Lane, laneFor, parseUrl, Reader } from './direct'
 import type { Answer } from './direct'
 import type { Direct } from './native'
 
@@ -105,6 +105,7 @@ interface Login {
   database: string
   sslmode: string
   host: string
+  port: number
 }
 
 class PgLane extends Lane {
@@ -121,11 +122,8 @@ class PgLane extends Lane {
   private row: Answer = null
   private failed = false
 
-  constructor(
-    target: { host: string; port: number },
-    private readonly login: Login,
-  ) {
-    super({ ...target, tls: false })
+  constructor(private readonly login: Login) {
+    super({ host: login.host, port: login.port, tls: false })
   }
 
   select(query: string, ns: Buffer, key: Buffer): Promise<Answer> | undefined {
@@ -312,7 +310,7 @@ function sqlstate(body: Buffer): string {
 const EXECUTE_SYNC = Buffer.concat([message('E', Buffer.from([0, 0, 0, 0, 0])), message('S', Buffer.alloc(0))])
 
 /** What a URL logs in with, or null when the core must connect. */
-function loginOf(u: URL): (Login & { port: number }) | null {
+function loginOf(u: URL): Login | null {
   const target = hostOf(u, 5432)
   if (target === null || u.hostname.includes('%') || u.username === '' || u.hash !== '') return null
   if (u.port === '' && process.env.PGPORT !== undefined) return null
@@ -341,34 +339,16 @@ function loginOf(u: URL): (Login & { port: number }) | null {
 }
 
 /** Reads of one namespace through this thread's lane to its PostgreSQL database. */
-export class PgReader {
-  private constructor(
-    private readonly d: Direct,
-    private readonly lane: PgLane,
-  ) {}
-
+export class PgReader extends Reader<PgLane> {
   static open(d: Direct): PgReader | null {
-    let u: URL
-    try {
-      u = new URL(d.url)
-    } catch {
-      return null
-    }
-    const login = loginOf(u)
+    const u = parseUrl(d.url)
+    const login = u === null ? null : loginOf(u)
     if (login === null || d.query == null || d.ns?.length !== 8) return null
-    const lane = laneFor(d, () => new PgLane(login, login))
+    const lane = laneFor(d, () => new PgLane(login))
     return lane === null ? null : new PgReader(d, lane)
   }
 
-  /**
-   * The stored bytes of the digest in `io` (`hex`: its first 16 bytes in hex), `null` when absent,
-   * `undefined`: ask the core.
-   */
-  read(io: Buffer, _hex: string): Promise<Answer> | undefined {
+  read(io: Buffer): Promise<Answer> | undefined {
     return this.lane.select(this.d.query!, this.d.ns!, io)
-  }
-
-  close(): void {
-    releaseLane(this.d, this.lane)
   }
 }

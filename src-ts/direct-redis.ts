@@ -1,6 +1,6 @@
 import type * as net from 'node:net'
 
-import { CLIENT_NAME, hostOf, Inbox, Lane, laneFor, releaseLane } from './direct'
+import { CLIENT_NAME, hostOf, Inbox, Lane, laneFor, parseUrl, Reader } from './direct'
 import type { Answer } from './direct'
 import type { Direct } from './native'
 
@@ -124,34 +124,16 @@ function helloOf(u: URL): [string, number] | null {
 }
 
 /** Reads of one namespace through this thread's lane to its Redis server. */
-export class RedisReader {
-  private constructor(
-    private readonly d: Direct,
-    private readonly lane: RedisLane,
-  ) {}
-
+export class RedisReader extends Reader<RedisLane> {
   static open(d: Direct): RedisReader | null {
-    let u: URL
-    try {
-      u = new URL(d.url)
-    } catch {
-      return null
-    }
-    const hello = helloOf(u)
+    const u = parseUrl(d.url)
+    const hello = u === null ? null : helloOf(u)
     if (hello === null || !/^[\x20-\x7e]*$/.test(d.keyPrefix ?? '')) return null
-    const lane = laneFor(d, () => new RedisLane(u, ...hello))
+    const lane = laneFor(d, () => new RedisLane(u!, ...hello))
     return lane === null ? null : new RedisReader(d, lane)
   }
 
-  /**
-   * The stored bytes of the digest in `io` (`hex`: its first 16 bytes in hex), `null` when absent,
-   * `undefined`: ask the core.
-   */
-  read(io: Buffer, hex: string): Promise<Answer> | undefined {
+  read(_io: Buffer, hex: string): Promise<Answer> | undefined {
     return this.lane.get(this.d.keyPrefix! + hex)
-  }
-
-  close(): void {
-    releaseLane(this.d, this.lane)
   }
 }

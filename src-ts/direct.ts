@@ -131,11 +131,6 @@ export abstract class Lane {
     this.drop()
   }
 
-  /** Writes the bytes of the handshake, before the lane is ready. */
-  protected send(bytes: string | Buffer): void {
-    this.socket?.write(bytes)
-  }
-
   /** Upgrades the connection to TLS (PostgreSQL asks for it in-band). */
   protected secure(options: tls.ConnectionOptions): void {
     const plain = this.socket!
@@ -276,10 +271,37 @@ export function laneFor<L extends Lane>(d: Direct, make: () => L | null): L | nu
   return lane
 }
 
-export function releaseLane(d: Direct, lane: Lane): void {
+function releaseLane(d: Direct, lane: Lane): void {
   if (--lane.users > 0) return
   lanes.delete(`${d.kind} ${d.url}`)
   lane.close()
+}
+
+/** The reads of one namespace through this thread's lane to its server. */
+export abstract class Reader<L extends Lane> {
+  protected constructor(
+    protected readonly d: Direct,
+    protected readonly lane: L,
+  ) {}
+
+  /**
+   * The stored bytes of the digest in `io` (`hex`: its first 16 bytes in hex), `null` when absent,
+   * `undefined`: ask the core.
+   */
+  abstract read(io: Buffer, hex: string): Promise<Answer> | undefined
+
+  close(): void {
+    releaseLane(this.d, this.lane)
+  }
+}
+
+/** `url` parsed, or null when it is no WHATWG URL (the core judges it). */
+export function parseUrl(url: string): URL | null {
+  try {
+    return new URL(url)
+  } catch {
+    return null
+  }
 }
 
 /** `host` and `port` of a URL, or null when it names no single TCP host. */

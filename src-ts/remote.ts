@@ -104,7 +104,8 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   /** The entry of the digest in `io`: read on this thread's connection when it can, else by the core. */
   async function get(s: Remote, io: Buffer, hex: string): Promise<Found | null | undefined> {
     const direct = reader?.read(io, hex)
-    const bytes = direct === undefined ? undefined : await direct
+    if (direct === undefined) return native<Found | null>(s.get(io))
+    const bytes = await direct
     if (closed) throw closedError(o.namespace)
     return bytes === undefined ? native<Found | null>(s.get(io)) : opened(s, io, bytes)
   }
@@ -190,13 +191,7 @@ export function remoteImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       if (!force) {
         // The hit path: one plain read (on this thread's own connection when there is one). Only a
         // miss goes on to the get-or-lock script.
-        let found: Found | null | undefined
-        const direct = reader?.read(io, hex)
-        if (direct !== undefined) {
-          const bytes = await direct
-          if (closed) throw closedError(o.namespace)
-          found = bytes === undefined ? await native<Found | null>(s.get(io)) : opened(s, io, bytes)
-        } else found = await native<Found | null>(s.get(io))
+        const found = await get(s, io, hex)
         if (found === undefined) return await computeUnleased(self, args, undefined)
         if (found !== null && (maxAge === undefined || Date.now() - found.created <= maxAge)) {
           const { value, ok } = decode(found.payload)
