@@ -3,7 +3,7 @@ import { KeyRouter } from './key-router'
 import { prune } from './key-trie'
 import type { Node } from './key-trie'
 import type { ResolvedOptions } from './options'
-import { codecFor, encodePayload } from './serializer'
+import { codecFor, encodeTransient } from './serializer'
 import type { AnyFn, Implementation, ResolvedCallOptions } from './types'
 import { isPromiseLike } from './types'
 
@@ -92,7 +92,7 @@ export function memoryImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function sizeOf(value: unknown): number {
     try {
-      return encodePayload(codec, value, false).length
+      return encodeTransient(codec, value, false).length
     } catch {
       return 0 // documented: values that cannot be encoded count as 0 bytes
     }

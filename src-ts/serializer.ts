@@ -1,4 +1,4 @@
-import { Packr } from 'msgpackr'
+import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE } from 'msgpackr'
 import { deserialize, serialize } from 'node:v8'
 import { types } from 'node:util'
 import type { Serializer } from './options'
@@ -120,6 +120,22 @@ export function encodePayload(codec: Codec, value: unknown, wasPromise: boolean)
   const out = Buffer.allocUnsafe(body.length + 1)
   out[0] = (codec.id << 1) | (wasPromise ? 1 : 0)
   out.set(body, 1)
+  return out
+}
+
+/** msgpackr writes after one reserved byte (the header) into its own buffer, reused by the next call. */
+const TRANSIENT = RESERVE_START_SPACE | 1 | RESET_BUFFER_MODE
+
+/**
+ * Like {@link encodePayload}, but the result may be a view of the encoder's own buffer: it is
+ * valid only until the next encode, so it must be copied (or handed to a native call) at once.
+ * Saves an allocation and a copy per stored value.
+ */
+export function encodeTransient(codec: Codec, value: unknown, wasPromise: boolean): Buffer {
+  if (codec.id !== IDS.msgpack) return encodePayload(codec, value, wasPromise)
+  assertPlainData(value)
+  const out = packr.pack(value, TRANSIENT)
+  out[0] = (IDS.msgpack << 1) | (wasPromise ? 1 : 0)
   return out
 }
 

@@ -16,14 +16,13 @@ import {
   storeReadOrLock,
 } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
-import { entryTimes } from './options'
 import type { ResolvedOptions } from './options'
 import {
   codecFor,
   decodeError,
   decodePayload,
   encodeError,
-  encodePayload,
+  encodeTransient,
   payloadWasPromise,
   UNREADABLE,
 } from './serializer'
@@ -62,7 +61,8 @@ process.on('exit', () => {
  * A key's identity in this thread's maps: the 16 digest bytes the stores index by, as a short
  * one-byte string (cheaper to make and hash than hex).
  */
-const keyId = (io: Buffer): string => io.latin1Slice(0, 16)
+const KEY_BYTES = 16
+const keyId = (io: Buffer): string => io.latin1Slice(0, KEY_BYTES)
 
 /** Results of `lockAndRead` below zero (zero and up: a value's length). */
 const CLAIM_ACQUIRED = -1
@@ -70,11 +70,22 @@ const CLAIM_SETTLED = -3
 const CLAIM_FAILED = -4
 
 /**
- * Keys this thread computes synchronously right now, for every memoized function (a digest
- * includes the namespace, so functions sharing one meet here): a nested call of such a key
- * computes without the lock, since waiting would block the thread on itself.
+ * Keys this thread computes synchronously right now, innermost last, for every memoized function
+ * (a digest includes the namespace, so functions sharing one meet here): a nested call of such
+ * a key computes without the lock, since waiting would block the thread on itself. Each depth
+ * keeps its buffer (a copy of `io`, which a nested call overwrites) from one call to the next.
  */
-const computing = new Set<string>()
+const computing: Buffer[] = []
+let computingDepth = 0
+
+function isComputing(io: Buffer): boolean {
+  outer: for (let i = 0; i < computingDepth; i++) {
+    const c = computing[i]
+    for (let j = 0; j < KEY_BYTES; j++) if (c[j] !== io[j]) continue outer
+    return true
+  }
+  return false
+}
 
 const LOCK_ACQUIRED = 0
 const LOCK_SETTLED = 1
@@ -94,13 +105,18 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   const refreshing = new Set<string>()
   /** Bumped by clearLocks(): computations started before it no longer own their lock. */
   let generation = 0
-  /** Locks this function holds now, by key digest: released by clearLocks() and close(). */
+  /**
+   * Locks this function holds now, released by clearLocks() and close(): those of async
+   * computations by key digest, those of sync computations in progress (nested, so a stack).
+   */
   const held = new Map<string, Buffer>()
+  const heldSync: Buffer[] = []
+  const { ttl, grace } = o
 
   /** Releases every lock this function holds; computations in progress keep running unlocked. */
   function releaseHeld(): void {
     generation++
-    for (const buf of held.values()) {
+    for (const buf of [...held.values(), ...heldSync]) {
       try {
         store?.release(buf, OWNER, null)
       } catch (e) {
@@ -108,6 +124,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       }
     }
     held.clear()
+    heldSync.length = 0
   }
   let asyncFn = types.isAsyncFunction(fn)
   let closed = false
@@ -168,11 +185,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   function put(buf: Buffer, value: unknown, wasPromise: boolean, locked: boolean): void {
     const s = store
     if (s === null) return // closed meanwhile: close() released the lock
-    if (locked) held.delete(keyId(buf))
     let payload: Buffer | undefined
     if (value != null || cacheUndefined) {
       try {
-        payload = encodePayload(codec, value, wasPromise)
+        payload = encodeTransient(codec, value, wasPromise)
       } catch (e) {
         stats.errors++
         const err = unserializableError(o.namespace, e)
@@ -188,8 +204,11 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (locked) s.release(buf, OWNER, null)
         return
       }
-      if (locked) storePutAndRelease(h, buf, payload, ...entryTimes(o), OWNER)
-      else storePut(h, buf, payload, ...entryTimes(o))
+      const now = Date.now()
+      const staleAt = ttl === Infinity ? -1 : now + ttl
+      const expires = ttl === Infinity || grace === Infinity ? -1 : now + ttl + grace
+      if (locked) storePutAndRelease(h, buf, payload, staleAt, expires, now, OWNER)
+      else storePut(h, buf, payload, staleAt, expires, now)
     } catch (e) {
       backendFailure(e)
     }
@@ -197,7 +216,6 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
 
   function fail(buf: Buffer, err: unknown): never {
     stats.errors++
-    held.delete(keyId(buf))
     try {
       store?.release(buf, OWNER, encodeError(err) ?? null)
     } catch {
@@ -210,14 +228,8 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
    * Computes a sync function's result under the key's lock. `claimed`: the state `readOrLock`
    * already reached for this key (the lock is then taken, or waited for, already).
    */
-  function computeSync(
-    self: unknown,
-    args: ArrayLike<unknown>,
-    hex: string,
-    force: boolean,
-    claimed?: number,
-  ): unknown {
-    if (claimed === undefined && computing.has(hex)) return fn.apply(self, args as unknown[])
+  function computeSync(self: unknown, args: ArrayLike<unknown>, force: boolean, claimed?: number): unknown {
+    if (claimed === undefined && computingDepth > 0 && isComputing(io)) return fn.apply(self, args as unknown[])
     let state: number
     let failure: Buffer | null | undefined
     try {
@@ -249,37 +261,60 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     } else if (state === CLAIM_SETTLED) stats.waits++
     const locked = state === CLAIM_ACQUIRED
     stats.computations++
-    computing.add(hex)
-    // The function may call this memoized function again (recursion), which reuses `io`.
-    const buf = Buffer.from(io)
+    // The function may call this memoized function again (recursion), which reuses `io`: the
+    // key stays in this depth's buffer, marked as computing until it is stored.
+    const depth = computingDepth
+    const buf = computing[depth] ?? (computing[depth] = Buffer.allocUnsafe(IO_BYTES))
+    buf.set(io)
+    computingDepth = depth + 1
     const gen = generation
-    if (locked) held.set(hex, buf)
+    const heldAt = heldSync.length
+    if (locked) heldSync.push(buf)
     let v: unknown
     try {
       v = fn.apply(self, args as unknown[])
     } catch (err) {
-      computing.delete(hex)
+      computingDepth = depth
+      if (heldSync.length > heldAt) heldSync.length = heldAt
       if (locked && gen === generation) fail(buf, err)
       stats.errors++
       throw err
-    } finally {
-      computing.delete(hex)
     }
+    if (heldSync.length > heldAt) heldSync.length = heldAt
     if (isPromiseLike(v)) {
+      computingDepth = depth
       // A function that returns promises: finish in the background, share it meanwhile.
       asyncFn = true
+      const copy = Buffer.from(buf)
+      const id = keyId(copy)
+      const owns = locked && gen === generation
+      if (owns) held.set(id, copy)
       const p = Promise.resolve(v).then(
         (x) => {
-          put(buf, x, true, locked && gen === generation)
+          put(copy, x, true, settle(id, owns, gen))
           return x
         },
-        (err) => (locked && gen === generation ? fail(buf, err) : Promise.reject(err)),
+        (err) => (settle(id, owns, gen) ? fail(copy, err) : Promise.reject(err)),
       )
-      track(hex, p)
+      track(id, p)
       return p
     }
-    put(buf, v, false, locked && gen === generation)
+    try {
+      put(buf, v, false, locked && gen === generation)
+    } finally {
+      computingDepth = depth
+    }
     return v
+  }
+
+  /**
+   * Ends an async computation's hold on its lock: whether it still owns it (it took it, and
+   * clearLocks() or close() did not release it meanwhile).
+   */
+  function settle(id: string, owns: boolean, gen: number): boolean {
+    if (!owns || gen !== generation) return false
+    held.delete(id)
+    return true
   }
 
   function computeAsync(
@@ -321,11 +356,11 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       try {
         v = await fn.apply(self, args as unknown[])
       } catch (err) {
-        if (locked && gen === generation) fail(buf, err)
+        if (settle(hex, locked, gen)) fail(buf, err)
         stats.errors++
         throw err
       }
-      put(buf, v, true, locked && gen === generation)
+      put(buf, v, true, settle(hex, locked, gen))
       return v
     })()
     track(hex, p)
@@ -353,7 +388,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     let r: unknown = MISS
     // A sync function with nothing of its own in progress reads, and on a miss takes the lock,
     // in one native call.
-    const fused = co === undefined && !asyncFn && computing.size === 0 && inflight.size === 0
+    const fused = co === undefined && !asyncFn && computingDepth === 0 && inflight.size === 0
     let claimed = 0
     try {
       if (force) store.hash(kb, io)
@@ -367,7 +402,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     }
     if (fused && (claimed < 0 || io[IO_WAITED] === 1)) {
       stats.misses++
-      return computeSync(self, args, keyId(io), false, claimed) as ReturnType<F>
+      return computeSync(self, args, false, claimed) as ReturnType<F>
     }
     if (
       r !== MISS &&
@@ -397,7 +432,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     }
     stats.misses++
     if (asyncFn) return computeAsync(self, args, hex, Buffer.from(io), force) as ReturnType<F>
-    return computeSync(self, args, hex, force) as ReturnType<F>
+    return computeSync(self, args, force) as ReturnType<F>
   }
 
   /** Refreshes a stale entry in the background, once at a time per key in this thread. */
@@ -416,7 +451,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     setImmediate(() => {
       io.set(copy)
       try {
-        computeSync(self, argsCopy, hex, true)
+        computeSync(self, argsCopy, true)
       } catch {
         // Counted in stats.errors; the stale value keeps being served until it expires.
       } finally {

@@ -114,19 +114,35 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
   /// Ends `owner`'s flight of `key` with `result`, waking every waiter.
   /// Returns false if `owner` did not hold the claim (it was released meanwhile).
   pub fn finish(&self, key: &K, owner: OwnerId, result: Result<V, CoreError>) -> bool {
-    self.end(key, owner, State::Done(result))
+    self.end(key, owner, State::Done(result), || {})
+  }
+
+  /// Like [`SingleFlight::finish`], running `last` (if `owner` holds the claim) while no other
+  /// claim of the table can start, end or be listed by [`SingleFlight::for_each_key`].
+  pub fn finish_with(&self, key: &K, owner: OwnerId, result: Result<V, CoreError>, last: impl FnOnce()) -> bool {
+    self.end(key, owner, State::Done(result), last)
+  }
+
+  /// Runs `f` on the key of every flight in progress, while none can start or end.
+  pub fn for_each_key(&self, mut f: impl FnMut(&K)) {
+    for k in self.flights.lock().keys() {
+      f(k);
+    }
   }
 
   /// Gives the claim up without an answer: one waiter takes over.
   pub fn abandon(&self, key: &K, owner: OwnerId) -> bool {
-    self.end(key, owner, State::Abandoned)
+    self.end(key, owner, State::Abandoned, || {})
   }
 
-  fn end(&self, key: &K, owner: OwnerId, to: State<V>) -> bool {
+  fn end(&self, key: &K, owner: OwnerId, to: State<V>, last: impl FnOnce()) -> bool {
     let flight = {
       let mut flights = self.flights.lock();
       match flights.get(key) {
-        Some(f) if matches!(*f.state.lock(), State::Running { owner: o } if o == owner) => flights.remove(key),
+        Some(f) if matches!(*f.state.lock(), State::Running { owner: o } if o == owner) => {
+          last();
+          flights.remove(key)
+        }
         _ => None,
       }
     };
@@ -139,8 +155,9 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
     }
   }
 
-  /// Releases every claim `owner` holds (its thread or worker is gone). Returns their keys.
-  pub fn abandon_owner(&self, owner: OwnerId) -> Vec<K> {
+  /// Releases every claim `owner` holds (its thread or worker is gone), running `last` on each
+  /// key before its claim ends, as [`SingleFlight::finish_with`] does. Returns their keys.
+  pub fn abandon_owner(&self, owner: OwnerId, mut last: impl FnMut(&K)) -> Vec<K> {
     let gone = {
       let mut flights = self.flights.lock();
       let keys: Vec<K> = flights
@@ -148,6 +165,7 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         .filter(|(_, f)| matches!(*f.state.lock(), State::Running { owner: o } if o == owner))
         .map(|(k, _)| k.clone())
         .collect();
+      keys.iter().for_each(&mut last);
       keys
         .into_iter()
         .filter_map(|k| flights.remove(&k).map(|f| (k, f)))
@@ -285,7 +303,7 @@ mod tests {
       thread::spawn(move || sf.get_with(&3, 2, Some(Duration::from_secs(5)), || Ok(11)))
     };
     thread::sleep(Duration::from_millis(30));
-    assert_eq!(sf.abandon_owner(1), vec![3]);
+    assert_eq!(sf.abandon_owner(1, |_| {}), vec![3]);
     assert_eq!(waiter.join().unwrap(), Ok(11));
     // The dead owner's late answer is refused.
     assert!(!sf.finish(&3, 1, Ok(0)));

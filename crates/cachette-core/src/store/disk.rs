@@ -31,7 +31,7 @@ use rocksdb::{
 };
 
 use super::ipc::{self, Cursor, WriteOp};
-use super::{claim_local, reread_after_lock, settle_local, Claimed, Entry, LockOutcome, ReadOrLock, Store};
+use super::{claim_local, reread_after_lock, Claimed, Entry, LockOutcome, ReadOrLock, Store};
 use crate::clock::{Clock, SystemClock};
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
@@ -310,6 +310,10 @@ struct Inner {
   progressed: Condvar,
   queue: JobQueue,
   locks: FileLocks,
+  /// Whether calculation locks take their byte in `locks` too: false while no other process
+  /// can contend (this process owns the directory and no guest ever joined), which spares
+  /// two system calls per miss. See [`Inner::share_locks`].
+  shared_locks: AtomicBool,
   flights: SingleFlight<Digest, ()>,
   clock: Arc<dyn Clock>,
   write_errors: AtomicU64,
@@ -424,13 +428,23 @@ fn db_options() -> Options {
 /// rotates the info `LOG`, which would race with the owner's).
 const OWNER_LOCK: i64 = 1 << 62;
 
-fn guest(dir: &Path) -> Option<Conn> {
-  let stream = UnixStream::connect(socket_path(dir)).ok()?;
+/// Joins the owner of `dir`. Returns once the owner has answered a first request: by then it
+/// takes byte-range locks for its own claims too (see [`Inner::share_locks`]).
+fn guest(inner: &Inner) -> Option<Conn> {
+  inner.shared_locks.store(true, Ordering::SeqCst);
+  let stream = UnixStream::connect(socket_path(&inner.path)).ok()?;
   let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
   let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
-  Some(Conn::Guest {
-    stream: Mutex::new(stream),
-  })
+  let stream = Mutex::new(stream);
+  request(&stream, &probe()).ok()?;
+  Some(Conn::Guest { stream })
+}
+
+/// A request that only checks the owner answers: the size of namespace 0, which no function uses.
+fn probe() -> Vec<u8> {
+  let mut body = vec![ipc::OP_COUNT];
+  body.extend_from_slice(&[0u8; 8]);
+  body
 }
 
 /// Tries to own `dir`, else to join its owner; retries until `ELECTION_TIMEOUT`.
@@ -441,7 +455,7 @@ fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
   let mut pause = Duration::from_millis(2);
   loop {
     if !inner.locks.try_lock_at(OWNER_LOCK)? {
-      if let Some(conn) = guest(dir) {
+      if let Some(conn) = guest(inner) {
         return Ok(conn);
       }
     } else {
@@ -455,7 +469,7 @@ fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
         // locks are per process: whoever holds RocksDB's LOCK serves us.
         Err(e) if is_lock_error(&e) => {
           inner.locks.unlock_at(OWNER_LOCK);
-          if let Some(conn) = guest(dir) {
+          if let Some(conn) = guest(inner) {
             return Ok(conn);
           }
         }
@@ -529,6 +543,7 @@ impl DiskStore {
       progressed: Condvar::new(),
       queue: JobQueue::default(),
       locks,
+      shared_locks: AtomicBool::new(false),
       flights: SingleFlight::new(),
       clock: Arc::new(SystemClock),
       write_errors: AtomicU64::new(0),
@@ -596,6 +611,35 @@ impl Drop for DiskStore {
 }
 
 impl Inner {
+  /// Makes every calculation lock of this process take its byte-range lock from now on, and
+  /// takes it for the claims in progress, which went without: another process may contend.
+  /// Set before the claims are listed, so a claim that starts meanwhile sees it and locks itself.
+  fn share_locks(&self) {
+    if self.shared_locks.swap(true, Ordering::SeqCst) {
+      return;
+    }
+    self.flights.for_each_key(|d| {
+      let _ = self.locks.try_lock(d);
+    });
+  }
+
+  /// Ends `owner`'s claim of `digest`, releasing its byte-range lock when it has one (`unlock`:
+  /// the caller's write needs no further wait, see `put_and_release`). The release and the
+  /// claim's end are one step for [`Inner::share_locks`]: it never locks a claim already over.
+  fn end_claim(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>, unlock: bool) {
+    let result = match error {
+      Some(error) => Err(CoreError::ComputationFailed { error }),
+      None => Ok(()),
+    };
+    // Without a claim of this owner the byte is not this owner's to release: another thread
+    // of this process may hold it.
+    self.flights.finish_with(digest, owner, result, || {
+      if unlock && self.shared_locks.load(Ordering::SeqCst) {
+        self.locks.unlock(digest);
+      }
+    });
+  }
+
   fn send(&self, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
     let mut p = self.progress.lock();
     if !self.queue.push(make(p.queued + 1)) {
@@ -851,9 +895,7 @@ impl Inner {
     let _one = self.electing.lock();
     // Another thread may have re-elected while this one waited: probe the connection first.
     if let Some(Conn::Guest { stream }) = &*self.conn.read() {
-      let mut body = vec![ipc::OP_COUNT];
-      body.extend_from_slice(&[0u8; 8]);
-      if request(stream, &body).is_ok() {
+      if request(stream, &probe()).is_ok() {
         return Ok(());
       }
     } else {
@@ -956,6 +998,10 @@ impl Server {
           };
           if let Ok(clone) = stream.try_clone() {
             peers2.lock().push(clone);
+          }
+          // Before the guest's first request is answered: from now on it may contend.
+          if let Some(inner) = weak.upgrade() {
+            inner.share_locks();
           }
           let (weak, db) = (weak.clone(), db.clone());
           let _ = thread::Builder::new()
@@ -1187,6 +1233,10 @@ impl Store for DiskStore {
     if let Some(outcome) = claim_local(&self.inner.flights, digest, owner, deadline) {
       return Ok(outcome);
     }
+    // Read after the claim was registered (see `Inner::share_locks`).
+    if !self.inner.shared_locks.load(Ordering::SeqCst) {
+      return Ok(LockOutcome::Acquired);
+    }
     let mut pause = Duration::from_micros(500);
     loop {
       match self.inner.locks.try_lock(digest) {
@@ -1220,24 +1270,23 @@ impl Store for DiskStore {
     let owner_role = matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));
     let deferred = (!owner_role).then_some(*digest);
     let r = self.inner.enqueue_write(store_key(ns, digest), Some(sealed), deferred);
-    if owner_role || r.is_err() {
-      self.inner.locks.unlock(digest);
-    }
-    settle_local(&self.inner.flights, digest, owner, None);
+    self.inner.end_claim(digest, owner, None, owner_role || r.is_err());
     r
   }
 
   fn release(&self, digest: &Digest, owner: OwnerId, error: Option<Vec<u8>>) {
-    self.inner.locks.unlock(digest);
-    settle_local(&self.inner.flights, digest, owner, error);
+    self.inner.end_claim(digest, owner, error, true);
   }
 
   fn release_owner(&self, owner: OwnerId) {
     // The dead thread can no longer release its byte-range locks: release them for it, so
     // waiters in other processes take over too.
-    for digest in self.inner.flights.abandon_owner(owner) {
-      self.inner.locks.unlock(&digest);
-    }
+    let inner = &self.inner;
+    inner.flights.abandon_owner(owner, |digest| {
+      if inner.shared_locks.load(Ordering::SeqCst) {
+        inner.locks.unlock(digest);
+      }
+    });
   }
 }
 
@@ -1512,6 +1561,38 @@ mod tests {
     assert!(r.get(&key).is_none(), "a write was queued since the read: not kept");
     r.offer(key, value, || false);
     assert!(r.get(&key).is_some());
+  }
+
+  #[test]
+  #[cfg(target_os = "linux")]
+  fn an_owner_alone_skips_byte_range_locks_and_takes_them_for_its_claims_when_a_guest_joins() {
+    let dir = crate::test_dir::TempDir::new();
+    let owner = DiskStore::open(dir.path()).unwrap();
+    let second = Duration::from_secs(1);
+    // Another descriptor of the lock file stands for another process's view of the bytes.
+    let other = FileLocks::open(&dir.path().join(".locks")).unwrap();
+    assert_eq!(owner.lock(&digest(1), 1, second).unwrap(), LockOutcome::Acquired);
+    assert!(
+      other.try_lock(&digest(1)).unwrap(),
+      "no other process yet: no byte taken"
+    );
+    other.unlock(&digest(1));
+    // A guest joins: the claim in progress takes its byte before the guest's first answer.
+    let guest = DiskStore::start(fs::canonicalize(dir.path()).unwrap()).unwrap();
+    assert_eq!(guest.role(), Role::Guest);
+    assert!(!other.try_lock(&digest(1)).unwrap());
+    assert_eq!(
+      guest.lock(&digest(1), 2, Duration::from_millis(50)).unwrap(),
+      LockOutcome::TimedOut
+    );
+    // Later claims take their byte at once; releases free them.
+    assert_eq!(owner.lock(&digest(2), 1, second).unwrap(), LockOutcome::Acquired);
+    assert!(!other.try_lock(&digest(2)).unwrap());
+    owner.release(&digest(1), 1, None);
+    owner.release(&digest(2), 1, None);
+    assert_eq!(guest.lock(&digest(1), 2, second).unwrap(), LockOutcome::Acquired);
+    assert!(other.try_lock(&digest(2)).unwrap());
+    guest.release(&digest(1), 2, None);
   }
 
   #[test]

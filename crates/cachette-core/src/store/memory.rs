@@ -105,7 +105,7 @@ impl Store for SharedMemory {
   }
 
   fn release_owner(&self, owner: OwnerId) {
-    self.flights.abandon_owner(owner);
+    self.flights.abandon_owner(owner, |_| {});
   }
 }
 
