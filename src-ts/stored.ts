@@ -111,12 +111,14 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
    */
   const held = new Map<string, Buffer>()
   const heldSync: Buffer[] = []
+  /** How many of `heldSync` are held (the array keeps its length: no reallocation per call). */
+  let heldSyncTop = 0
   const { ttl, grace } = o
 
   /** Releases every lock this function holds; computations in progress keep running unlocked. */
   function releaseHeld(): void {
     generation++
-    for (const buf of [...held.values(), ...heldSync]) {
+    for (const buf of [...held.values(), ...heldSync.slice(0, heldSyncTop)]) {
       try {
         store?.release(buf, OWNER, null)
       } catch (e) {
@@ -124,7 +126,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
       }
     }
     held.clear()
-    heldSync.length = 0
+    heldSyncTop = 0
   }
   let asyncFn = types.isAsyncFunction(fn)
   let closed = false
@@ -268,19 +270,19 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     buf.set(io)
     computingDepth = depth + 1
     const gen = generation
-    const heldAt = heldSync.length
-    if (locked) heldSync.push(buf)
+    const heldAt = heldSyncTop
+    if (locked) heldSync[heldSyncTop++] = buf
     let v: unknown
     try {
       v = fn.apply(self, args as unknown[])
     } catch (err) {
       computingDepth = depth
-      if (heldSync.length > heldAt) heldSync.length = heldAt
+      if (heldSyncTop > heldAt) heldSyncTop = heldAt
       if (locked && gen === generation) fail(buf, err)
       stats.errors++
       throw err
     }
-    if (heldSync.length > heldAt) heldSync.length = heldAt
+    if (heldSyncTop > heldAt) heldSyncTop = heldAt
     if (isPromiseLike(v)) {
       computingDepth = depth
       // A function that returns promises: finish in the background, share it meanwhile.

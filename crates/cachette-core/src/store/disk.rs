@@ -723,27 +723,13 @@ impl Inner {
         jobs.extend(self.queue.drain());
       }
       let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
-      let mut ops = Vec::with_capacity(jobs.len());
       let mut sync = false;
       let mut max_seq = 0;
+      let mut writes = false;
       for j in &jobs {
         match j {
-          Job::Write {
-            seq,
-            key,
-            value,
-            sync: s,
-            ..
-          } => {
-            ops.push(match value {
-              Some(v) => WriteOp::Put(key.to_vec(), v.to_vec()),
-              None => WriteOp::Delete(key.to_vec()),
-            });
-            sync |= *s;
-            max_seq = max_seq.max(*seq);
-          }
-          Job::Range { seq, from, to, sync: s } => {
-            ops.push(WriteOp::DeleteRange(from.clone(), to.clone()));
+          Job::Write { seq, sync: s, .. } | Job::Range { seq, sync: s, .. } => {
+            writes = true;
             sync |= *s;
             max_seq = max_seq.max(*seq);
           }
@@ -754,10 +740,10 @@ impl Inner {
           Job::Stop => {}
         }
       }
-      let applied = if ops.is_empty() && !sync {
+      let applied = if !writes && !sync {
         Ok(())
       } else {
-        self.apply(&ops, sync)
+        self.apply(&jobs, sync)
       };
       if applied.is_ok() && matches!(&*self.conn.read(), Some(Conn::Owner { .. })) {
         if jobs.iter().any(|j| matches!(j, Job::Range { .. })) {
@@ -804,11 +790,33 @@ impl Inner {
     }
   }
 
-  /// Applies operations to the database, directly (owner) or through the owner (guest).
-  fn apply(self: &Arc<Self>, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
+  /// Applies the writes of `jobs` to the database, directly (owner) or through the owner (guest).
+  fn apply(self: &Arc<Self>, jobs: &[Job], sync: bool) -> CoreResult<()> {
     self.with_conn(|conn| match conn {
-      Conn::Owner { db, .. } => apply_local(db, ops, sync),
+      Conn::Owner { db, .. } => {
+        let mut batch = WriteBatch::default();
+        for j in jobs {
+          match j {
+            Job::Write { key, value: Some(v), .. } => batch.put(key, v),
+            Job::Write { key, value: None, .. } => batch.delete(key),
+            Job::Range { from, to, .. } => batch.delete_range(from, to),
+            Job::Sync { .. } | Job::Stop => {}
+          }
+        }
+        write_local(db, batch, sync)
+      }
       Conn::Guest { stream } => {
+        let ops: Vec<WriteOp> = jobs
+          .iter()
+          .filter_map(|j| match j {
+            Job::Write { key, value, .. } => Some(match value {
+              Some(v) => WriteOp::Put(key.to_vec(), v.to_vec()),
+              None => WriteOp::Delete(key.to_vec()),
+            }),
+            Job::Range { from, to, .. } => Some(WriteOp::DeleteRange(from.clone(), to.clone())),
+            Job::Sync { .. } | Job::Stop => None,
+          })
+          .collect();
         // One request per chunk of at most GUEST_CHUNK bytes, so no frame exceeds the limit.
         let mut chunks = Vec::new();
         let (mut start, mut bytes) = (0, 0);
@@ -910,13 +918,6 @@ impl Inner {
 }
 
 fn apply_local(db: &DB, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
-  if ops.is_empty() {
-    return if sync {
-      db.flush_wal(true).map_err(CoreError::io)
-    } else {
-      Ok(())
-    };
-  }
   let mut batch = WriteBatch::default();
   for op in ops {
     match op {
@@ -924,6 +925,18 @@ fn apply_local(db: &DB, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
       WriteOp::Delete(k) => batch.delete(k),
       WriteOp::DeleteRange(a, b) => batch.delete_range(a, b),
     }
+  }
+  write_local(db, batch, sync)
+}
+
+/// Writes `batch` (an empty one with `sync`: makes everything written so far durable).
+fn write_local(db: &DB, batch: WriteBatch, sync: bool) -> CoreResult<()> {
+  if batch.is_empty() {
+    return if sync {
+      db.flush_wal(true).map_err(CoreError::io)
+    } else {
+      Ok(())
+    };
   }
   let mut wo = WriteOptions::default();
   wo.set_sync(sync);
