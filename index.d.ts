@@ -172,26 +172,3 @@ export declare function remoteOpen(handle: number, io: Buffer, bytes: Uint8Array
 
 /** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
 export declare function remoteRef(hold: boolean): void
-
-/**
- * Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
- * or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
- * `io` also receives whether the entry is stale and when it was created.
- */
-export declare function storeGet(handle: number, key: Uint8Array, io: Buffer, scratch: Buffer): number
-
-/** Like `storeGet`, for the digest already in `io`. */
-export declare function storeGetHashed(handle: number, io: Buffer, scratch: Buffer): number
-
-/** Stores `payload` for the digest in `io` (write-behind on disk). */
-export declare function storePut(handle: number, io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
-
-/** Stores the computed payload and releases the lock taken by `owner`. */
-export declare function storePutAndRelease(handle: number, io: Uint8Array, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number, owner: number): void
-
-/**
- * `storeGet`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
- * computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
- * another caller stored while this one waited when `io[IO_WAITED]` is 1.
- */
-export declare function storeReadOrLock(handle: number, key: Uint8Array, io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number

@@ -1,5 +1,7 @@
 import test from 'ava'
 import { memoize } from '../src-ts/index'
+import { fromNative } from '../src-ts/errors'
+import { IO_BYTES, openShared, storeGet, storePut } from '../src-ts/native'
 import { sleep, tempDir, uniqueNamespace } from './helpers/env'
 
 // Every test below failed against HEAD cc0eb8e with the addon built from it. All but the last
@@ -201,4 +203,46 @@ test.serial('disk: a guest that queues more than 256 MiB does not hang', async (
   clearTimeout(timer)
   t.true(done, 'the guest hung in flush() (its writer is blocked writing to the owner forever)')
   t.regex(out, /"has":true/)
+})
+
+test('native hot path: a short io buffer, overlapping buffers or a non-buffer throw ERR_INVALID_ARGUMENT and store nothing', (t) => {
+  const store = openShared(uniqueNamespace('raw'), undefined, undefined)
+  const h = store.handle()
+  const key = Buffer.from([1, 2, 3])
+  const io = Buffer.alloc(IO_BYTES)
+  const scratch = Buffer.alloc(1024)
+  const code = (f: () => unknown) => {
+    try {
+      f()
+    } catch (e) {
+      // Internal functions: their argument errors keep the addon's code in the message.
+      return /^(ERR_[A-Z_]+):/.exec((e as Error).message)?.[1] ?? fromNative(e).code
+    }
+    return 'no error'
+  }
+  t.is(
+    code(() => storeGet(h, key, Buffer.alloc(8), scratch)),
+    'ERR_INVALID_ARGUMENT',
+  )
+  t.is(
+    code(() => storeGet(h, key, io, io)),
+    'ERR_INVALID_ARGUMENT',
+  )
+  t.is(
+    code(() => storeGet(h, 'key' as unknown as Buffer, io, scratch)),
+    'ERR_INVALID_ARGUMENT',
+  )
+  t.is(
+    code(() => storeGet(h + 1000, key, io, scratch)),
+    'ERR_CLOSED',
+  )
+  t.is(storeGet(h, key, io, scratch), -1)
+  t.is(
+    code(() => storePut(h, io.subarray(0, 16), Buffer.from([2, 0xc0]), -1, -1, Date.now())),
+    'ERR_INVALID_ARGUMENT',
+  )
+  t.is(storeGet(h, key, io, scratch), -1, 'the refused put stored nothing')
+  storePut(h, io, Buffer.from([2, 0xc0]), -1, -1, Date.now())
+  t.is(storeGet(h, key, io, scratch), 2)
+  store.close()
 })

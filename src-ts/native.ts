@@ -9,12 +9,43 @@ import type { Acquire, Direct, Failure, Found, NativeRemote } from '../index'
 export type { NativeStore, LockResult, Failure, Acquire, Found, Direct } from '../index'
 export const openDisk = binding.openDisk
 export const openShared = binding.openShared
-/* The hot path of a store, called with its `handle()`: free functions cost far less per call. */
-export const storeGet = binding.storeGet
-export const storeGetHashed = binding.storeGetHashed
-export const storeReadOrLock = binding.storeReadOrLock
-export const storePut = binding.storePut
-export const storePutAndRelease = binding.storePutAndRelease
+/**
+ * The hot path of a store, called with its `handle()`: plain Node-API functions (see
+ * crates/cachette-node/src/raw.rs), which the generated declarations do not list.
+ */
+interface HotPath {
+  /** Hashes `key` into `io` and reads its entry: the payload length (copied into `scratch` when it fits), or -1. */
+  storeGet(handle: number, key: Uint8Array, io: Buffer, scratch: Buffer): number
+  /** Like `storeGet`, for the digest already in `io`. */
+  storeGetHashed(handle: number, io: Buffer, scratch: Buffer): number
+  /** `storeGet`, and on a miss `lockAndRead`, in one call. */
+  storeReadOrLock(
+    handle: number,
+    key: Uint8Array,
+    io: Buffer,
+    scratch: Buffer,
+    owner: number,
+    timeoutMs: number,
+  ): number
+  /** Stores `payload` for the digest in `io`. */
+  storePut(handle: number, io: Buffer, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
+  /** Stores `payload` and releases the lock `owner` holds on the digest in `io`. */
+  storePutAndRelease(
+    handle: number,
+    io: Buffer,
+    payload: Uint8Array,
+    staleAtMs: number,
+    expiresMs: number,
+    nowMs: number,
+    owner: number,
+  ): void
+}
+const hot = binding as unknown as HotPath
+export const storeGet = hot.storeGet
+export const storeGetHashed = hot.storeGetHashed
+export const storeReadOrLock = hot.storeReadOrLock
+export const storePut = hot.storePut
+export const storePutAndRelease = hot.storePutAndRelease
 /** Bytes of the `io` buffer shared with native calls. */
 export const IO_BYTES = binding.IO_BYTES
 /** Offsets inside `io`: the digest fills bytes 0–31. */

@@ -22,6 +22,7 @@ use cachette_core::store::{Claimed, LockOutcome, ReadOrLock, Store};
 use cachette_core::CoreError;
 
 mod handles;
+pub mod raw;
 pub mod remote;
 
 /// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
@@ -207,41 +208,38 @@ impl Hot {
 /// Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
 /// or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
 /// `io` also receives whether the entry is stale and when it was created.
-#[napi]
-pub fn store_get(handle: u32, key: &[u8], mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
+fn store_get(handle: u32, key: &[u8], io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
   let h = hot(handle)?;
-  hash_into(&h.keyspace, key, &mut io)?;
-  h.read_into(&mut io, &mut scratch)
+  hash_into(&h.keyspace, key, io)?;
+  h.read_into(io, scratch)
 }
 
 /// Like `storeGet`, for the digest already in `io`.
-#[napi]
-pub fn store_get_hashed(handle: u32, mut io: BufferSlice, mut scratch: BufferSlice) -> Result<i64> {
-  hot(handle)?.read_into(&mut io, &mut scratch)
+fn store_get_hashed(handle: u32, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
+  hot(handle)?.read_into(io, scratch)
 }
 
 /// `storeGet`, and on a miss `lockAndRead`, in one call (a sync function's whole path to its
 /// computation). Returns what `lockAndRead` returns; a payload length is a hit, or a value
 /// another caller stored while this one waited when `io[IO_WAITED]` is 1.
-#[napi]
-pub fn store_read_or_lock(
+fn store_read_or_lock(
   handle: u32,
   key: &[u8],
-  mut io: BufferSlice,
-  mut scratch: BufferSlice,
+  io: &mut [u8],
+  scratch: &mut [u8],
   owner: u32,
   timeout_ms: f64,
 ) -> Result<i64> {
   let h = hot(handle)?;
-  hash_into(&h.keyspace, key, &mut io)?;
-  let d = digest_of(&io)?;
+  hash_into(&h.keyspace, key, io)?;
+  let d = digest_of(io)?;
   let now = now_ms();
   let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
   let mut len = -1i64;
   let r = h
     .store
     .read_or_lock(h.ns, &d, u64::from(owner), timeout, now, &mut |t, p| {
-      len = copy_found(&mut io, &mut scratch, now, t, p)
+      len = copy_found(io, scratch, now, t, p)
     })
     .map_err(coded)?;
   io[IO_WAITED] = u8::from(matches!(r, ReadOrLock::Claimed(Claimed::Value)));
@@ -252,8 +250,7 @@ pub fn store_read_or_lock(
 }
 
 /// Stores `payload` for the digest in `io` (write-behind on disk).
-#[napi]
-pub fn store_put(handle: u32, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
+fn store_put(handle: u32, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
   let h = hot(handle)?;
   let d = digest_of(io)?;
   h.store
@@ -262,8 +259,7 @@ pub fn store_put(handle: u32, io: &[u8], payload: &[u8], stale_at_ms: f64, expir
 }
 
 /// Stores the computed payload and releases the lock taken by `owner`.
-#[napi]
-pub fn store_put_and_release(
+fn store_put_and_release(
   handle: u32,
   io: &[u8],
   payload: &[u8],

@@ -405,7 +405,7 @@ fn db_options() -> Options {
   o.set_max_log_file_size(1 << 20);
   // RocksDB's default: misses stored in a row stay in the memtable longer, where a read that
   // misses costs least (every flushed file adds a filter check to each miss).
-  o.set_write_buffer_size(64 << 20);
+  o.set_write_buffer_size(16 << 20);
   // A miss (the common read before a store) is answered by bloom filters, memtable included.
   o.set_memtable_whole_key_filtering(true);
   o.set_memtable_prefix_bloom_ratio(0.02);

@@ -1,0 +1,265 @@
+//! The hot-path functions (`storeGet`, `storeGetHashed`, `storeReadOrLock`, `storePut`,
+//! `storePutAndRelease`) as plain Node-API callbacks. A `#[napi]` function registers every
+//! Buffer argument in napi-rs's process-wide borrow table and opens a borrow scope per call,
+//! which costs more than a whole hit; these read their arguments with three Node-API calls
+//! each and hand the same slices to the functions in `lib.rs`.
+//!
+//! They are internal (native.ts is their only caller): arguments are checked, and a wrong one
+//! throws `ERR_INVALID_ARGUMENT`, but nothing here is a public API.
+
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+
+use crate::{IO_BYTES, IO_CREATED};
+
+type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
+
+/// Adds the hot-path functions to the module's exports.
+#[napi(module_exports)]
+pub fn register_hot_path(exports: Object, env: Env) -> Result<()> {
+  let functions: [(&str, Callback); 5] = [
+    ("storeGet", store_get),
+    ("storeGetHashed", store_get_hashed),
+    ("storeReadOrLock", store_read_or_lock),
+    ("storePut", store_put),
+    ("storePutAndRelease", store_put_and_release),
+  ];
+  for (name, cb) in functions {
+    let cname = CString::new(name).map_err(|e| Error::from_reason(e.to_string()))?;
+    let mut f = ptr::null_mut();
+    // SAFETY: plain Node-API calls on this module's env, during its initialisation.
+    unsafe {
+      check(sys::napi_create_function(
+        env.raw(),
+        cname.as_ptr(),
+        name.len() as isize,
+        Some(cb),
+        ptr::null_mut(),
+        &mut f,
+      ))?;
+      check(sys::napi_set_named_property(
+        env.raw(),
+        exports.raw(),
+        cname.as_ptr(),
+        f,
+      ))?;
+    }
+  }
+  Ok(())
+}
+
+fn check(status: sys::napi_status) -> Result<()> {
+  if status == sys::Status::napi_ok {
+    Ok(())
+  } else {
+    Err(Error::from_reason("cannot register the hot-path functions"))
+  }
+}
+
+/// One call's arguments, read from its callback info.
+struct Args<const N: usize> {
+  env: sys::napi_env,
+  argv: [sys::napi_value; N],
+}
+
+impl<const N: usize> Args<N> {
+  /// # Safety
+  /// `env` and `info` must be those Node-API passed to the running callback.
+  unsafe fn read(env: sys::napi_env, info: sys::napi_callback_info) -> Result<Self> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    let status = sys::napi_get_cb_info(
+      env,
+      info,
+      &mut argc,
+      argv.as_mut_ptr(),
+      ptr::null_mut(),
+      ptr::null_mut(),
+    );
+    if status != sys::Status::napi_ok || argc < N {
+      return Err(crate::invalid("missing arguments"));
+    }
+    Ok(Args { env, argv })
+  }
+
+  fn u32(&self, i: usize) -> Result<u32> {
+    let mut v = 0u32;
+    // SAFETY: argv[i] is a live value of this call.
+    let status = unsafe { sys::napi_get_value_uint32(self.env, self.argv[i], &mut v) };
+    if status != sys::Status::napi_ok {
+      return Err(crate::invalid("expected a number"));
+    }
+    Ok(v)
+  }
+
+  fn f64(&self, i: usize) -> Result<f64> {
+    let mut v = 0f64;
+    // SAFETY: argv[i] is a live value of this call.
+    let status = unsafe { sys::napi_get_value_double(self.env, self.argv[i], &mut v) };
+    if status != sys::Status::napi_ok {
+      return Err(crate::invalid("expected a number"));
+    }
+    Ok(v)
+  }
+
+  /// The bytes of the Uint8Array (or Buffer) argument `i`, as a pointer and length.
+  fn bytes(&self, i: usize) -> Result<(*mut u8, usize)> {
+    let mut kind = sys::TypedarrayType::int8_array;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    // SAFETY: argv[i] is a live value of this call; the out-pointers are valid.
+    let status = unsafe {
+      sys::napi_get_typedarray_info(
+        self.env,
+        self.argv[i],
+        &mut kind,
+        &mut len,
+        &mut data,
+        ptr::null_mut(),
+        ptr::null_mut(),
+      )
+    };
+    if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
+      return Err(crate::invalid("expected a Buffer"));
+    }
+    Ok((
+      if len == 0 {
+        ptr::NonNull::dangling().as_ptr()
+      } else {
+        data.cast()
+      },
+      len,
+    ))
+  }
+}
+
+/// Views `parts` as slices for one call: the first mutable, the rest read-only unless
+/// `mutable` says otherwise. Two views of overlapping memory, one of them mutable, are refused.
+fn disjoint(parts: &[(*mut u8, usize)], mutable: &[bool]) -> Result<()> {
+  for (i, &(a, alen)) in parts.iter().enumerate() {
+    for (j, &(b, blen)) in parts.iter().enumerate().skip(i + 1) {
+      let overlap = (a as usize) < (b as usize) + blen && (b as usize) < (a as usize) + alen;
+      if overlap && alen > 0 && blen > 0 && (mutable[i] || mutable[j]) {
+        return Err(crate::invalid("overlapping buffers"));
+      }
+    }
+  }
+  Ok(())
+}
+
+/// # Safety
+/// The pointer and length come from `Args::bytes` of a value alive for this call, and no other
+/// live slice overlaps it mutably (see `disjoint`).
+unsafe fn slice<'a>((p, len): (*mut u8, usize)) -> &'a [u8] {
+  std::slice::from_raw_parts(p, len)
+}
+
+/// # Safety
+/// As [`slice`], and no other slice of this call overlaps it at all.
+unsafe fn slice_mut<'a>((p, len): (*mut u8, usize)) -> &'a mut [u8] {
+  std::slice::from_raw_parts_mut(p, len)
+}
+
+fn io_checked(io: (*mut u8, usize)) -> Result<(*mut u8, usize)> {
+  if io.1 < IO_BYTES as usize || io.1 < IO_CREATED + 8 {
+    return Err(crate::invalid("io buffer too small"));
+  }
+  Ok(io)
+}
+
+/// Runs `body` and turns its result (or a panic) into what the callback returns.
+///
+/// # Safety
+/// `env` must be the running callback's.
+unsafe fn finish(env: sys::napi_env, body: impl FnOnce() -> Result<Option<f64>>) -> sys::napi_value {
+  let outcome = catch_unwind(AssertUnwindSafe(body))
+    .unwrap_or_else(|_| Err(Error::from_reason("ERR_BACKEND_IO: internal error in the cache core")));
+  let mut out = ptr::null_mut();
+  match outcome {
+    Ok(Some(n)) => {
+      sys::napi_create_double(env, n, &mut out);
+    }
+    Ok(None) => {
+      sys::napi_get_undefined(env, &mut out);
+    }
+    Err(e) => {
+      let msg = CString::new(e.reason.replace('\0', " ")).unwrap_or_default();
+      sys::napi_throw_error(env, ptr::null::<c_char>(), msg.as_ptr());
+      return ptr::null_mut();
+    }
+  }
+  out
+}
+
+/// `storeGet(handle, key, io, scratch)`: see `lib.rs`.
+unsafe extern "C" fn store_get(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<4>::read(env, info)?;
+    let (key, io, scratch) = (a.bytes(1)?, io_checked(a.bytes(2)?)?, a.bytes(3)?);
+    disjoint(&[key, io, scratch], &[false, true, true])?;
+    let n = crate::store_get(a.u32(0)?, slice(key), slice_mut(io), slice_mut(scratch))?;
+    Ok(Some(n as f64))
+  })
+}
+
+/// `storeGetHashed(handle, io, scratch)`.
+unsafe extern "C" fn store_get_hashed(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<3>::read(env, info)?;
+    let (io, scratch) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
+    disjoint(&[io, scratch], &[true, true])?;
+    let n = crate::store_get_hashed(a.u32(0)?, slice_mut(io), slice_mut(scratch))?;
+    Ok(Some(n as f64))
+  })
+}
+
+/// `storeReadOrLock(handle, key, io, scratch, owner, timeoutMs)`.
+unsafe extern "C" fn store_read_or_lock(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<6>::read(env, info)?;
+    let (key, io, scratch) = (a.bytes(1)?, io_checked(a.bytes(2)?)?, a.bytes(3)?);
+    disjoint(&[key, io, scratch], &[false, true, true])?;
+    let n = crate::store_read_or_lock(
+      a.u32(0)?,
+      slice(key),
+      slice_mut(io),
+      slice_mut(scratch),
+      a.u32(4)?,
+      a.f64(5)?,
+    )?;
+    Ok(Some(n as f64))
+  })
+}
+
+/// `storePut(handle, io, payload, staleAtMs, expiresMs, nowMs)`.
+unsafe extern "C" fn store_put(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<6>::read(env, info)?;
+    let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
+    crate::store_put(a.u32(0)?, slice(io), slice(payload), a.f64(3)?, a.f64(4)?, a.f64(5)?)?;
+    Ok(None)
+  })
+}
+
+/// `storePutAndRelease(handle, io, payload, staleAtMs, expiresMs, nowMs, owner)`.
+unsafe extern "C" fn store_put_and_release(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<7>::read(env, info)?;
+    let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
+    crate::store_put_and_release(
+      a.u32(0)?,
+      slice(io),
+      slice(payload),
+      a.f64(3)?,
+      a.f64(4)?,
+      a.f64(5)?,
+      a.u32(6)?,
+    )?;
+    Ok(None)
+  })
+}
