@@ -173,7 +173,9 @@ test.serial('close() lets the process exit at once', async (t) => {
 
 test.serial('a lease is renewed from Rust while the event loop is blocked', async (t) => {
   const namespace = uniqueNamespace('blocked')
-  const opts = { backend: 'redis' as const, url: redis.url, namespace, lease: 300, onBackendError: 'throw' as const }
+  // A lease of 600 ms, renewed every 200 ms: a loaded 2-core CI machine has delayed a renewal
+  // by more than 300 ms.
+  const opts = { backend: 'redis' as const, url: redis.url, namespace, lease: 600, onBackendError: 'throw' as const }
   // Another caller of the same key with its own in-process state, as another process would be.
   let otherCalls = 0
   const other = memoize(async (k: number) => (otherCalls++, k), opts)
@@ -181,7 +183,7 @@ test.serial('a lease is renewed from Rust while the event loop is blocked', asyn
   const f = memoize(async (k: number) => {
     // Holding the lease: start the other caller, then block this event loop for four leases.
     second = other(k)
-    const until = Date.now() + 1200
+    const until = Date.now() + 2400
     while (Date.now() < until) {
       // busy: no JS timer runs; the lease is renewed from Rust
     }
