@@ -346,7 +346,13 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
  */
 export function entryTimes(o: Pick<ResolvedOptions, 'ttl' | 'grace'>): [number, number, number] {
   const now = Date.now()
-  const staleAt = o.ttl === Infinity ? -1 : now + o.ttl
-  const expires = o.ttl === Infinity || o.grace === Infinity ? -1 : now + o.ttl + o.grace
-  return [staleAt, expires, now]
+  return [staleAtOf(o, now), expiresOf(o, now), now]
 }
+
+/** When an entry stored at `now` turns stale (ms since the epoch), or -1 for never. */
+export const staleAtOf = (o: Pick<ResolvedOptions, 'ttl'>, now: number): number =>
+  o.ttl === Infinity ? -1 : now + o.ttl
+
+/** When an entry stored at `now` expires (ms since the epoch), or -1 for never. */
+export const expiresOf = (o: Pick<ResolvedOptions, 'ttl' | 'grace'>, now: number): number =>
+  o.ttl === Infinity || o.grace === Infinity ? -1 : now + o.ttl + o.grace

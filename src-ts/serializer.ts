@@ -113,12 +113,15 @@ function describeUnstorable(value: unknown, path: string, seen: Set<object>): vo
   }
 }
 
+/** A payload's header byte: the serializer id, and whether the function returned a Promise. */
+const header = (id: number, wasPromise: boolean): number => (id << 1) | (wasPromise ? 1 : 0)
+
 /** Encodes a result with its header byte. Throws whatever the serializer throws. */
 export function encodePayload(codec: Codec, value: unknown, wasPromise: boolean): Buffer {
   if (codec.id !== CUSTOM_ID) assertPlainData(value)
   const body = codec.serializer.encode(value)
   const out = Buffer.allocUnsafe(body.length + 1)
-  out[0] = (codec.id << 1) | (wasPromise ? 1 : 0)
+  out[0] = header(codec.id, wasPromise)
   out.set(body, 1)
   return out
 }
@@ -135,7 +138,7 @@ export function encodeTransient(codec: Codec, value: unknown, wasPromise: boolea
   if (codec.id !== IDS.msgpack) return encodePayload(codec, value, wasPromise)
   assertPlainData(value)
   const out = packr.pack(value, TRANSIENT)
-  out[0] = (IDS.msgpack << 1) | (wasPromise ? 1 : 0)
+  out[0] = header(IDS.msgpack, wasPromise)
   return out
 }
 

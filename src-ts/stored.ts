@@ -16,6 +16,7 @@ import {
   storeReadOrLock,
 } from './native'
 import type { Failure, LockResult, NativeStore } from './native'
+import { expiresOf, staleAtOf } from './options'
 import type { ResolvedOptions } from './options'
 import {
   codecFor,
@@ -113,7 +114,6 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   const heldSync: Buffer[] = []
   /** How many of `heldSync` are held (the array keeps its length: no reallocation per call). */
   let heldSyncTop = 0
-  const { ttl, grace } = o
 
   /** Releases every lock this function holds; computations in progress keep running unlocked. */
   function releaseHeld(): void {
@@ -206,11 +206,10 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
         if (locked) s.release(buf, OWNER, null)
         return
       }
+      // Without entryTimes()'s array: this runs on every miss.
       const now = Date.now()
-      const staleAt = ttl === Infinity ? -1 : now + ttl
-      const expires = ttl === Infinity || grace === Infinity ? -1 : now + ttl + grace
-      if (locked) storePutAndRelease(h, buf, payload, staleAt, expires, now, OWNER)
-      else storePut(h, buf, payload, staleAt, expires, now)
+      if (locked) storePutAndRelease(h, buf, payload, staleAtOf(o, now), expiresOf(o, now), now, OWNER)
+      else storePut(h, buf, payload, staleAtOf(o, now), expiresOf(o, now), now)
     } catch (e) {
       backendFailure(e)
     }

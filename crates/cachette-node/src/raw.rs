@@ -15,7 +15,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use crate::{IO_BYTES, IO_CREATED};
+use crate::IO_BYTES;
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
@@ -138,8 +138,7 @@ impl<const N: usize> Args<N> {
   }
 }
 
-/// Views `parts` as slices for one call: the first mutable, the rest read-only unless
-/// `mutable` says otherwise. Two views of overlapping memory, one of them mutable, are refused.
+/// Refuses buffers of one call that overlap when one of them (`mutable[i]`) is written to.
 fn disjoint(parts: &[(*mut u8, usize)], mutable: &[bool]) -> Result<()> {
   for (i, &(a, alen)) in parts.iter().enumerate() {
     for (j, &(b, blen)) in parts.iter().enumerate().skip(i + 1) {
@@ -166,7 +165,7 @@ unsafe fn slice_mut<'a>((p, len): (*mut u8, usize)) -> &'a mut [u8] {
 }
 
 fn io_checked(io: (*mut u8, usize)) -> Result<(*mut u8, usize)> {
-  if io.1 < IO_BYTES as usize || io.1 < IO_CREATED + 8 {
+  if io.1 < IO_BYTES as usize {
     return Err(crate::invalid("io buffer too small"));
   }
   Ok(io)

@@ -403,8 +403,6 @@ fn db_options() -> Options {
   o.set_compression_type(DBCompressionType::Lz4);
   o.set_keep_log_file_num(2);
   o.set_max_log_file_size(1 << 20);
-  // RocksDB's default: misses stored in a row stay in the memtable longer, where a read that
-  // misses costs least (every flushed file adds a filter check to each miss).
   o.set_write_buffer_size(16 << 20);
   // A miss (the common read before a store) is answered by bloom filters, memtable included.
   o.set_memtable_whole_key_filtering(true);
@@ -625,6 +623,13 @@ impl Inner {
     });
   }
 
+  /// Releases the byte-range lock of `digest`, which a claim holds only once locks are shared.
+  fn unlock_if_shared(&self, digest: &Digest) {
+    if self.shared_locks.load(Ordering::SeqCst) {
+      self.locks.unlock(digest);
+    }
+  }
+
   /// Ends `owner`'s claim of `digest`, releasing its byte-range lock when it has one (`unlock`:
   /// the caller's write needs no further wait, see `put_and_release`). The release and the
   /// claim's end are one step for [`Inner::share_locks`]: it never locks a claim already over.
@@ -636,8 +641,8 @@ impl Inner {
     // Without a claim of this owner the byte is not this owner's to release: another thread
     // of this process may hold it.
     self.flights.finish_with(digest, owner, result, || {
-      if unlock && self.shared_locks.load(Ordering::SeqCst) {
-        self.locks.unlock(digest);
+      if unlock {
+        self.unlock_if_shared(digest);
       }
     });
   }
@@ -1299,11 +1304,9 @@ impl Store for DiskStore {
     // The dead thread can no longer release its byte-range locks: release them for it, so
     // waiters in other processes take over too.
     let inner = &self.inner;
-    inner.flights.abandon_owner(owner, |digest| {
-      if inner.shared_locks.load(Ordering::SeqCst) {
-        inner.locks.unlock(digest);
-      }
-    });
+    inner
+      .flights
+      .abandon_owner(owner, |digest| inner.unlock_if_shared(digest));
   }
 }
 
