@@ -701,7 +701,9 @@ mod tests {
         )
         .await;
         assert!(
-          started.elapsed() < Duration::from_millis(1100),
+          // A lease extended by polling would never be taken over (the 3 s wait above fails);
+          // the slack is for a loaded 2-core CI machine, where 1.13 s was seen.
+          started.elapsed() < lease + Duration::from_millis(1500),
           "{url}: {:?}",
           started.elapsed()
         );
