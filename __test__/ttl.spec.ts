@@ -1,4 +1,5 @@
 import test from 'ava'
+import type { ExecutionContext } from 'ava'
 import { sleep, tempDir } from './helpers/env'
 import { backends, counted, remoteBackends, waitFor } from './helpers/store-suite'
 
@@ -8,6 +9,18 @@ import { backends, counted, remoteBackends, waitFor } from './helpers/store-suit
  */
 
 const dir = tempDir('ttl')
+
+/**
+ * Runs `round` until it could judge (it returns false when the machine was too slow for its
+ * timings to mean anything), at most 5 times; false if it never could.
+ */
+async function withinTtl(t: ExecutionContext, round: () => Promise<boolean>): Promise<boolean> {
+  for (let i = 1; i <= 5; i++) {
+    if (await round()) return true
+    t.log(`round ${i} ran too slowly to judge; running it again`)
+  }
+  return false
+}
 
 for (const b of backends(dir)) {
   const title = (s: string) => `${s} (${b.name})`
@@ -29,23 +42,40 @@ for (const b of backends(dir)) {
   )
 
   test(title('an async entry expires after its ttl'), async (t) => {
-    let n = 0
-    const f = b.memoize(async (_k: string) => ++n, { ttl: 100 })
-    t.is(await f('k'), 1)
-    t.is(await f('k'), 1)
-    await sleep(150)
-    t.is(await f('k'), 2)
+    // A round whose two calls were not within the ttl (a loaded machine) proves nothing: run again.
+    const judged = await withinTtl(t, async () => {
+      let n = 0
+      const f = b.memoize(async (_k: string) => ++n, { ttl: 100 })
+      const start = Date.now()
+      t.is(await f('k'), 1)
+      const second = await f('k')
+      if (Date.now() - start >= 100) return false
+      t.is(second, 1)
+      await sleep(150)
+      t.is(await f('k'), 2)
+      return true
+    })
+    t.true(judged)
   })
 
   test(title('each entry expires on its own clock'), async (t) => {
-    const c = counted<[number]>()
-    const f = b.memoize(c.fn, { ttl: 400 })
-    f(1)
-    await sleep(250)
-    f(2)
-    await sleep(250)
-    t.false(f.has(1), 'older than its ttl')
-    t.true(f.has(2), 'younger than its ttl')
+    const judged = await withinTtl(t, async () => {
+      const c = counted<[number]>()
+      const f = b.memoize(c.fn, { ttl: 400 })
+      f(1)
+      await sleep(250)
+      const second = Date.now()
+      f(2)
+      await sleep(250)
+      const older = f.has(1)
+      const younger = f.has(2)
+      // The timer may wake late on a loaded machine: then entry 2 is no longer younger than its ttl.
+      if (Date.now() - second >= 400) return false
+      t.false(older, 'older than its ttl')
+      t.true(younger, 'younger than its ttl')
+      return true
+    })
+    t.true(judged)
   })
 
   test(
