@@ -1,7 +1,6 @@
 import test from 'ava'
-import type { ExecutionContext } from 'ava'
 import { sleep, tempDir } from './helpers/env'
-import { backends, counted, remoteBackends, waitFor } from './helpers/store-suite'
+import { backends, counted, remoteBackends, waitFor, withinTtl } from './helpers/store-suite'
 
 /*
  * Expiry: `ttl`, and `staleWhileRevalidate` (serve the stale value at once, refresh once in the
@@ -9,18 +8,6 @@ import { backends, counted, remoteBackends, waitFor } from './helpers/store-suit
  */
 
 const dir = tempDir('ttl')
-
-/**
- * Runs `round` until it could judge (it returns false when the machine was too slow for its
- * timings to mean anything), at most 5 times; false if it never could.
- */
-async function withinTtl(t: ExecutionContext, round: () => Promise<boolean>): Promise<boolean> {
-  for (let i = 1; i <= 5; i++) {
-    if (await round()) return true
-    t.log(`round ${i} ran too slowly to judge; running it again`)
-  }
-  return false
-}
 
 for (const b of backends(dir)) {
   const title = (s: string) => `${s} (${b.name})`

@@ -808,11 +808,10 @@ impl Inner {
         // deletion orders the batch, so a batch with one keeps its order.
         let mut ordered: Vec<&Job> = jobs.iter().collect();
         if !jobs.iter().any(|j| matches!(j, Job::Range { .. })) {
-          // Only writes then add to the batch; the others would break the sort's total order.
-          ordered.retain(|j| matches!(j, Job::Write { .. }));
+          // Syncs and stops, which add nothing to the batch, sort first.
           ordered.sort_by_key(|j| match j {
-            Job::Write { key, .. } => *key,
-            _ => [0; 8 + STORE_KEY_LEN],
+            Job::Write { key, .. } => Some(*key),
+            _ => None,
           });
         }
         for j in ordered {
