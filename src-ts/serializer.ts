@@ -11,6 +11,12 @@ import type { Serializer } from './options'
 
 // copyBuffers: payloads are decoded from a reused scratch buffer, so decoded Buffers must not alias it.
 const packr = new Packr({ structuredClone: true, useBigIntExtension: true, copyBuffers: true })
+/**
+ * The same encoding without structured cloning's reference tracking, for a value that is a tree
+ * of plain objects, arrays and primitives: there it writes what `packr` writes, faster, and
+ * `packr` reads it.
+ */
+const treePackr = new Packr({ useBigIntExtension: true, copyBuffers: true })
 
 /** msgpack with structured cloning: Date, Map, Set, BigInt, typed arrays, Buffers and cycles. */
 export const msgpack: Serializer = {
@@ -52,13 +58,50 @@ export function codecFor(option: 'msgpack' | 'v8' | 'json' | Serializer): Codec 
  * @throws TypeError naming the path of the first such value.
  */
 export function assertPlainData(value: unknown): void {
+  isPlainTree(value)
+}
+
+/**
+ * {@link assertPlainData}, answering whether `value` is a tree: plain objects, arrays and
+ * primitives only, no object met twice (so nothing for structured cloning to keep).
+ */
+function isPlainTree(value: unknown): boolean {
   budget = QUICK_VISITS
-  if (!plainEnough(value, 0)) describeUnstorable(value, 'result', new Set())
+  tree = true
+  visitedTop = 0
+  const plain = plainEnough(value, 0)
+  visited.fill(undefined, 0, visitedTop)
+  if (plain) return tree
+  describeUnstorable(value, 'result', new Set())
+  return false
 }
 
 /** Objects the quick check visits at most; larger values (or shared sub-objects) get the full walk. */
 const QUICK_VISITS = 1000
 let budget = 0
+/**
+ * Objects of the value being checked, for the tree test: a small value is looked through for
+ * repeats; one with more objects than this is not called a tree (structured cloning handles it).
+ */
+const TREE_OBJECTS = 16
+const visited: (object | undefined)[] = new Array(TREE_OBJECTS).fill(undefined)
+let visitedTop = 0
+let tree = true
+
+function visit(o: object): void {
+  if (!tree) return
+  if (visitedTop === TREE_OBJECTS) {
+    tree = false
+    return
+  }
+  for (let i = 0; i < visitedTop; i++) {
+    if (visited[i] === o) {
+      tree = false
+      return
+    }
+  }
+  visited[visitedTop++] = o
+}
 
 /**
  * The quick check of {@link assertPlainData}, with no paths and no cycle tracking: true when
@@ -69,6 +112,7 @@ function plainEnough(value: unknown, depth: number): boolean {
   if (typeof value !== 'object') return typeof value !== 'function' && typeof value !== 'symbol'
   if (value === null) return true
   if (depth > 32 || --budget < 0) return false
+  visit(value)
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) if (!plainEnough(value[i], depth + 1)) return false
     return true
@@ -136,8 +180,7 @@ const TRANSIENT = RESERVE_START_SPACE | 1 | RESET_BUFFER_MODE
  */
 export function encodeTransient(codec: Codec, value: unknown, wasPromise: boolean): Buffer {
   if (codec.id !== IDS.msgpack) return encodePayload(codec, value, wasPromise)
-  assertPlainData(value)
-  const out = packr.pack(value, TRANSIENT)
+  const out = (isPlainTree(value) ? treePackr : packr).pack(value, TRANSIENT)
   out[0] = header(IDS.msgpack, wasPromise)
   return out
 }

@@ -559,6 +559,27 @@ export function storeSuite(b: Backend): void {
     },
   )
 
+  test(title('memoize() keeps a sub-object met twice one object, in a small value and in a wide one'), async (t) => {
+    const opts = b.options()
+    const shared = { n: 1 }
+    const small = { a: shared, list: [shared], plain: { s: 'é\u{1F600}', n: -1.5, big: 2n ** 70n, u: undefined } }
+    // More objects than the quick tree test looks through, the repeat last.
+    const wide = { many: Array.from({ length: 40 }, (_, i) => ({ i })), last: shared, again: shared }
+    const writer = b.memoize((k: string) => (k === 'small' ? small : wide), opts)
+    await writer('small')
+    await writer('wide')
+    const reader = b.memoize((_k: string): unknown => t.fail('the reader must not compute'), opts)
+    const s = (await reader.peek('small')) as typeof small
+    t.deepEqual(s, small)
+    t.is(s.a, s.list[0])
+    t.true('u' in s.plain)
+    const w = (await reader.peek('wide')) as typeof wide
+    t.deepEqual(w, wide)
+    t.is(w.last, w.again)
+    await writer.close()
+    await reader.close()
+  })
+
   test(title('memoize() stores an undefined result and reads it back as a hit'), async (t) => {
     const opts = b.options()
     const writer = b.memoize((_k: number): undefined => undefined, opts)

@@ -239,6 +239,57 @@ impl RecentShard {
   }
 }
 
+/// Words of [`Present`]: 4 MiB, one 64-bit word per 8 bytes.
+const PRESENT_WORDS: usize = 1 << 19;
+
+/// The keys the directory may hold, as a blocked Bloom filter (3 bits in one 64-bit word per
+/// key), kept by the owner so that a miss, the read before every store, skips RocksDB.
+///
+/// Every key this process queues is added before it is queued, and every write to the
+/// directory passes through the owner's queue; what the database held before is added by a scan
+/// that starts once this process owns it. Until that scan finishes, the filter rules nothing out.
+/// Deleted and expired keys stay in it: a false "maybe", which only costs a RocksDB read. About
+/// 1 read in 1,600 of absent keys still reaches RocksDB with a million keys stored, 1 in 5 with
+/// ten million.
+struct Present {
+  words: Box<[AtomicU64]>,
+  complete: AtomicBool,
+}
+
+impl Present {
+  fn new() -> Self {
+    Present {
+      words: (0..PRESENT_WORDS).map(|_| AtomicU64::new(0)).collect(),
+      complete: AtomicBool::new(false),
+    }
+  }
+
+  /// The word and the three bits of a store key (its digest bytes are uniform already).
+  fn place(key: &[u8]) -> (usize, u64) {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[8..16]);
+    let h = u64::from_le_bytes(b);
+    let word = (h as usize) & (PRESENT_WORDS - 1);
+    let bits = (1u64 << ((h >> 40) & 63)) | (1u64 << ((h >> 46) & 63)) | (1u64 << ((h >> 52) & 63));
+    (word, bits)
+  }
+
+  fn add(&self, key: &[u8]) {
+    let (word, bits) = Self::place(key);
+    // Ordered by the locks that publish the key (the pending map's, the scan's completion).
+    self.words[word].fetch_or(bits, Ordering::Relaxed);
+  }
+
+  /// True when `key` is certainly absent from the database and from the queue.
+  fn rules_out(&self, key: &[u8]) -> bool {
+    if !self.complete.load(Ordering::Acquire) {
+      return false;
+    }
+    let (word, bits) = Self::place(key);
+    self.words[word].load(Ordering::Relaxed) & bits != bits
+  }
+}
+
 fn store_key(ns: [u8; 8], digest: &Digest) -> StoreKey {
   let mut k = [0u8; 8 + STORE_KEY_LEN];
   k[..8].copy_from_slice(&ns);
@@ -304,6 +355,11 @@ struct Inner {
   queued: AtomicU64,
   /// Recent entries (owner only).
   recent: Recent,
+  /// The keys the database may hold (owner only; see [`Present`]).
+  present: Present,
+  /// The scan that fills `present` from the database, and its stop signal (set by `close`).
+  scan: Mutex<Option<JoinHandle<()>>>,
+  scan_stop: AtomicBool,
   /// Range deletions (`clear()`) applied so far: a read that began before one refrains from
   /// adding what it read to `recent`, which the deletion may already have swept.
   ranges_applied: AtomicU64,
@@ -539,6 +595,9 @@ impl DiskStore {
       progress: Mutex::new(Progress::default()),
       queued: AtomicU64::new(0),
       recent: Recent::new(),
+      present: Present::new(),
+      scan: Mutex::new(None),
+      scan_stop: AtomicBool::new(false),
       ranges_applied: AtomicU64::new(0),
       progressed: Condvar::new(),
       queue: JobQueue::default(),
@@ -555,6 +614,7 @@ impl DiskStore {
     });
     let conn = elect(&inner)?;
     *inner.conn.write() = Some(conn);
+    inner.start_scan();
     let w = inner.clone();
     let writer = thread::Builder::new()
       .name("cachette-disk-writer".into())
@@ -590,6 +650,10 @@ impl DiskStore {
     self.inner.queue.close();
     if let Some(w) = self.writer.lock().take() {
       let _ = w.join();
+    }
+    self.inner.scan_stop.store(true, Ordering::Relaxed);
+    if let Some(scan) = self.inner.scan.lock().take() {
+      let _ = scan.join();
     }
     let conn = self.inner.conn.write().take();
     let owned = matches!(conn, Some(Conn::Owner { .. }));
@@ -658,6 +722,9 @@ impl Inner {
   }
 
   fn enqueue_write(&self, key: StoreKey, value: Option<Arc<[u8]>>, unlock: Option<Digest>) -> CoreResult<()> {
+    if value.is_some() {
+      self.present.add(&key);
+    }
     let mut pending = self.pending.lock();
     let seq = self.send(|seq| Job::Write {
       seq,
@@ -934,7 +1001,48 @@ impl Inner {
     drop(old);
     let conn = elect(self)?;
     *self.conn.write() = Some(conn);
+    self.start_scan();
     Ok(())
+  }
+
+  /// When this process owns the directory, adds the keys its database holds to `present` on a
+  /// thread of its own; `present` rules keys out once that is done.
+  fn start_scan(self: &Arc<Self>) {
+    let Some(Conn::Owner { db, .. }) = &*self.conn.read() else {
+      return;
+    };
+    let (db, inner) = (db.clone(), self.clone());
+    let scan = thread::Builder::new().name("cachette-disk-scan".into()).spawn(move || {
+      let mut ro = ReadOptions::default();
+      ro.fill_cache(false);
+      ro.set_verify_checksums(false);
+      let mut it = db.raw_iterator_opt(ro);
+      it.seek_to_first();
+      let mut n = 0u32;
+      while let Some(key) = it.key() {
+        if key.len() == 8 + STORE_KEY_LEN {
+          inner.present.add(key);
+        }
+        n = n.wrapping_add(1);
+        if n % 4096 == 0 && inner.scan_stop.load(Ordering::Relaxed) {
+          return;
+        }
+        it.next();
+      }
+      // A failed scan leaves the filter incomplete: every read keeps asking RocksDB.
+      if it.status().is_ok() {
+        inner.present.complete.store(true, Ordering::Release);
+      }
+    });
+    // Without a thread the filter stays incomplete, which only costs speed.
+    if let Ok(scan) = scan {
+      *self.scan.lock() = Some(scan);
+    }
+  }
+
+  #[cfg(test)]
+  fn scanned(&self) -> bool {
+    self.present.complete.load(Ordering::Acquire)
   }
 }
 
@@ -1169,6 +1277,9 @@ impl Store for DiskStore {
     }
     // The owner reads its database in place; a guest asks the owner.
     if let Some(Conn::Owner { db, .. }) = &*self.inner.conn.read() {
+      if self.inner.present.rules_out(&key) {
+        return Ok(false);
+      }
       if let Some(raw) = self.inner.recent.get(&key) {
         return self.accept(key, digest, &raw, sink);
       }
@@ -1362,6 +1473,45 @@ mod tests {
     }
     let s = DiskStore::open(dir.path()).unwrap();
     assert_eq!(s.get(NS, &digest(42)).unwrap().unwrap().payload, b"v42");
+  }
+
+  #[test]
+  fn absent_keys_skip_the_database_once_it_was_scanned_and_stored_ones_still_read() {
+    let dir = crate::test_dir::TempDir::new();
+    {
+      let s = DiskStore::open(dir.path()).unwrap();
+      for i in 0..5000 {
+        s.put(NS, &digest(i), &i.to_le_bytes(), Times::forever(1)).unwrap();
+      }
+      s.flush(false).unwrap();
+    }
+    let s = DiskStore::open(dir.path()).unwrap();
+    // Written while the scan may still run: added to the filter by the write itself.
+    s.put(NS, &digest(7000), b"late", Times::forever(1)).unwrap();
+    let started = Instant::now();
+    while !s.inner.scanned() {
+      assert!(started.elapsed() < Duration::from_secs(10), "the scan never finished");
+      thread::sleep(Duration::from_millis(5));
+    }
+    // What the database held before this process opened it came from the scan.
+    for i in 0..5000 {
+      assert_eq!(
+        s.get(NS, &digest(i)).unwrap().map(|e| e.payload),
+        Some(i.to_le_bytes().to_vec()),
+        "{i}"
+      );
+    }
+    s.put(NS, &digest(7001), b"later", Times::forever(1)).unwrap();
+    s.flush(false).unwrap();
+    assert_eq!(s.get(NS, &digest(7000)).unwrap().unwrap().payload, b"late");
+    assert_eq!(s.get(NS, &digest(7001)).unwrap().unwrap().payload, b"later");
+    let absent = 10_000..20_000;
+    let ruled_out = absent
+      .clone()
+      .filter(|&i| s.inner.present.rules_out(&store_key(NS, &digest(i))))
+      .count();
+    assert!(ruled_out > 9_900, "{ruled_out}");
+    assert!(absent.take(200).all(|i| s.get(NS, &digest(i)).unwrap().is_none()));
   }
 
   #[test]

@@ -186,6 +186,10 @@ pub struct RemoteStore {
   server: Arc<Server>,
   ns: [u8; 8],
   clock: Arc<dyn crate::clock::Clock>,
+  /// How many `acquire` calls have seen a holder and wait for it: lets a test act only once its
+  /// waiters are known to wait, instead of sleeping and hoping.
+  #[cfg(test)]
+  waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl RemoteStore {
@@ -200,6 +204,8 @@ impl RemoteStore {
       server,
       ns,
       clock: crate::clock::system(),
+      #[cfg(test)]
+      waiting: std::sync::atomic::AtomicUsize::new(0),
     })
   }
 
@@ -273,6 +279,10 @@ impl RemoteStore {
         } => {
           if holder != Some(h) {
             poll = POLL_FIRST;
+          }
+          #[cfg(test)]
+          if holder.is_none() {
+            self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
           }
           holder = Some(h);
           let now = Instant::now();
@@ -437,6 +447,19 @@ pub(crate) mod testing {
   }
   pub fn mysql_url() -> String {
     std::env::var("CACHETTE_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+  }
+
+  /// Returns once `n` `acquire` calls on `s` (counted from its opening) have seen a holder and
+  /// wait for it; panics after 10 s.
+  pub async fn waiting(s: &super::RemoteStore, n: usize) {
+    let started = std::time::Instant::now();
+    while s.waiting.load(std::sync::atomic::Ordering::SeqCst) < n {
+      assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "fewer than {n} waiters"
+      );
+      tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
   }
 
   /// Acquires the lease of `d` (waiting at most `wait`); panics, naming `what`, if another

@@ -578,7 +578,7 @@ async fn listen(url: String, channel: String, wakeups: std::sync::Weak<Wakeups>)
 
 #[cfg(test)]
 mod tests {
-  use super::super::testing::{locked, redis_url};
+  use super::super::testing::{locked, redis_url, waiting};
   use super::super::{Acquired, DirectRead, RemoteStore, ServerSpec};
   use crate::envelope::Times;
   use crate::key::Keyspace;
@@ -646,7 +646,7 @@ mod tests {
           tokio::spawn(async move { s.acquire(&d, lease, Duration::from_secs(5), false).await })
         })
         .collect();
-      tokio::time::sleep(Duration::from_millis(100)).await;
+      waiting(&s, 4).await;
       s.abort(l, Some(b"boom"), lease).await.expect("abort");
       for w in waiters {
         let r = w.await.expect("join").expect("acquire");
@@ -660,7 +660,8 @@ mod tests {
         let s = s.clone();
         tokio::spawn(async move { s.acquire(&d, lease, Duration::from_secs(5), false).await })
       };
-      tokio::time::sleep(Duration::from_millis(50)).await;
+      // The four above, then this one: it is woken by the commit, not by polling.
+      waiting(&s, 5).await;
       assert!(s.commit(l, b"ok", Times::forever(now())).await.expect("commit"));
       let r = waiter.await.expect("join").expect("acquire");
       assert!(matches!(&r, Acquired::Value(_, v) if v == b"ok"), "{r:?}");

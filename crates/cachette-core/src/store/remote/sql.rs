@@ -613,7 +613,7 @@ fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-  use super::super::testing::{locked, mysql_url, pg_url};
+  use super::super::testing::{locked, mysql_url, pg_url, waiting};
   use super::super::{Acquired, DirectRead, RemoteStore, Server, ServerSpec};
   use super::valid_table;
   use crate::envelope::Times;
@@ -672,7 +672,9 @@ mod tests {
           let s = s.clone();
           tokio::spawn(async move { s.acquire(&d, lease, Duration::from_secs(5), false).await })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The first waiter above counted once; abort only once this one waits too (a caller that
+        // reaches the server after the abort takes the lease instead, as it should).
+        waiting(&s, 2).await;
         s.abort(l, Some(b"boom"), lease).await.expect("abort");
         let r = waiter.await.expect("join").expect("acquire");
         assert!(matches!(&r, Acquired::Failed(e) if e == b"boom"), "{url}: {r:?}");
