@@ -221,28 +221,33 @@ test('native hot path: a short io buffer, overlapping buffers or a non-buffer th
     return 'no error'
   }
   t.is(
-    code(() => storeGet(h, key, Buffer.alloc(8), scratch)),
+    code(() => storeGet(h, key, 3, Buffer.alloc(8), scratch)),
     'ERR_INVALID_ARGUMENT',
   )
   t.is(
-    code(() => storeGet(h, key, io, io)),
+    code(() => storeGet(h, key, 3, io, io)),
     'ERR_INVALID_ARGUMENT',
   )
   t.is(
-    code(() => storeGet(h, 'key' as unknown as Buffer, io, scratch)),
+    code(() => storeGet(h, 'key' as unknown as Buffer, 3, io, scratch)),
     'ERR_INVALID_ARGUMENT',
   )
   t.is(
-    code(() => storeGet(h + 1000, key, io, scratch)),
+    code(() => storeGet(h + 1000, key, 3, io, scratch)),
     'ERR_CLOSED',
   )
-  t.is(storeGet(h, key, io, scratch), -1)
+  t.is(
+    code(() => storeGet(h, key, 4, io, scratch)),
+    'ERR_INVALID_ARGUMENT',
+    'a key length beyond its buffer',
+  )
+  t.is(storeGet(h, key, 3, io, scratch), -1)
   t.is(
     code(() => storePut(h, io.subarray(0, 16), Buffer.from([2, 0xc0]), -1, -1, Date.now())),
     'ERR_INVALID_ARGUMENT',
   )
-  t.is(storeGet(h, key, io, scratch), -1, 'the refused put stored nothing')
+  t.is(storeGet(h, key, 3, io, scratch), -1, 'the refused put stored nothing')
   storePut(h, io, Buffer.from([2, 0xc0]), -1, -1, Date.now())
-  t.is(storeGet(h, key, io, scratch), 2)
+  t.is(storeGet(h, key, 3, io, scratch), 2)
   store.close()
 })

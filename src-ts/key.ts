@@ -244,16 +244,32 @@ function isSorted(names: string[]): boolean {
  * @throws CachetteError `ERR_UNKEYABLE_ARGUMENT` naming the offending argument path.
  */
 export function encodeKey(args: ArrayLike<unknown>): Buffer {
+  // Encoded first: the encoding may replace `buf` with a larger one.
+  const n = encodeKeyLength(args)
+  return buf.subarray(0, n)
+}
+
+/**
+ * {@link encodeKey} without making a view: the encoding is the first bytes (as many as this
+ * returns) of {@link keyBuffer}'s buffer, until the next call.
+ * @throws CachetteError `ERR_UNKEYABLE_ARGUMENT` naming the offending argument path.
+ */
+export function encodeKeyLength(args: ArrayLike<unknown>): number {
   pos = 0
-  seen.length = 0
-  trail.length = 0
+  // Both are left longer only by a throw. Setting an array's length costs a runtime call, and
+  // emptying one frees its storage: the common call touches neither.
+  if (seen.length !== 0) seen.length = 0
+  if (trail.length > 1) trail.length = 1
   u32(args.length)
   for (let i = 0; i < args.length; i++) {
     trail[0] = i
     value(args[i], 0)
   }
-  return buf.subarray(0, pos)
+  return pos
 }
+
+/** The buffer {@link encodeKeyLength} encodes into (replaced when a key outgrows it). */
+export const keyBuffer = (): Buffer => buf
 
 /**
  * A key for an in-process Map: the argument itself when it is one primitive that a Map tells

@@ -14,14 +14,18 @@ export const openShared = binding.openShared
  * crates/cachette-node/src/raw.rs), which the generated declarations do not list.
  */
 interface HotPath {
-  /** Hashes `key` into `io` and reads its entry: the payload length (copied into `scratch` when it fits), or -1. */
-  storeGet(handle: number, key: Uint8Array, io: Buffer, scratch: Buffer): number
+  /**
+   * Hashes the first `keyLength` bytes of `key` into `io` and reads its entry: the payload
+   * length (copied into `scratch` when it fits), or -1.
+   */
+  storeGet(handle: number, key: Uint8Array, keyLength: number, io: Buffer, scratch: Buffer): number
   /** Like `storeGet`, for the digest already in `io`. */
   storeGetHashed(handle: number, io: Buffer, scratch: Buffer): number
   /** `storeGet`, and on a miss `lockAndRead`, in one call. */
   storeReadOrLock(
     handle: number,
     key: Uint8Array,
+    keyLength: number,
     io: Buffer,
     scratch: Buffer,
     owner: number,

@@ -70,7 +70,7 @@ function isPlainTree(value: unknown): boolean {
   tree = true
   visitedTop = 0
   const plain = plainEnough(value, 0)
-  visited.fill(undefined, 0, visitedTop)
+  for (let i = 0; i < visitedTop; i++) visited[i] = undefined
   if (plain) return tree
   describeUnstorable(value, 'result', new Set())
   return false

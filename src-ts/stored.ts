@@ -1,6 +1,6 @@
 import { types } from 'node:util'
 import { closedError, fromNative, unserializableError } from './errors'
-import { encodeKey } from './key'
+import { encodeKey, encodeKeyLength, keyBuffer } from './key'
 import {
   IO_BYTES,
   IO_CREATED,
@@ -379,7 +379,7 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
   function call(self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): ReturnType<F> {
     if (closed) throw closedError(o.namespace)
     if (co?.bypass) return fn.apply(self, args as unknown[])
-    const kb = encodeKey(keyFn === undefined ? args : [keyFn(...Array.from(args))])
+    const kn = encodeKeyLength(keyFn === undefined ? args : [keyFn(...Array.from(args))])
     if (store === null) {
       stats.misses++
       stats.computations++
@@ -392,11 +392,11 @@ export function storedImplementation<F extends AnyFn>(fn: F, o: ResolvedOptions)
     const fused = co === undefined && !asyncFn && computingDepth === 0 && inflight.size === 0
     let claimed = 0
     try {
-      if (force) store.hash(kb, io)
+      if (force) store.hash(keyBuffer().subarray(0, kn), io)
       else if (fused) {
-        claimed = storeReadOrLock(h, kb, io, scratch, OWNER, lockTimeout)
+        claimed = storeReadOrLock(h, keyBuffer(), kn, io, scratch, OWNER, lockTimeout)
         if (claimed >= 0 && io[IO_WAITED] === 0) r = read(claimed, io)
-      } else r = read(storeGet(h, kb, io, scratch), io)
+      } else r = read(storeGet(h, keyBuffer(), kn, io, scratch), io)
     } catch (e) {
       backendFailure(e)
       return fn.apply(self, args as unknown[])

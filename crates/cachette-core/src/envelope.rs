@@ -70,19 +70,33 @@ impl Times {
 
 /// Wraps `payload` for storage.
 pub fn seal(digest: &Digest, times: Times, payload: &[u8]) -> Vec<u8> {
-  let mut out = Vec::with_capacity(OVERHEAD + payload.len());
-  out.extend_from_slice(&MAGIC);
-  out.push(FORMAT_VERSION);
-  out.push(0);
-  out.extend_from_slice(&times.created_ms.to_be_bytes());
-  out.extend_from_slice(&times.stale_at_ms.to_be_bytes());
-  out.extend_from_slice(&times.expires_ms.to_be_bytes());
-  out.extend_from_slice(digest);
-  out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-  out.extend_from_slice(payload);
-  let crc = crc32fast::hash(&out);
-  out.extend_from_slice(&crc.to_be_bytes());
+  let mut out = vec![0u8; OVERHEAD + payload.len()];
+  seal_into(digest, times, payload, &mut out);
   out
+}
+
+/// Wraps `payload` for storage into `out`, which is `OVERHEAD + payload.len()` bytes long.
+///
+/// # Panics
+/// When `out` has another length.
+pub fn seal_into(digest: &Digest, times: Times, payload: &[u8], out: &mut [u8]) {
+  assert_eq!(
+    out.len(),
+    OVERHEAD + payload.len(),
+    "envelope buffer of the wrong length"
+  );
+  let end = HEADER_LEN + payload.len();
+  out[..2].copy_from_slice(&MAGIC);
+  out[2] = FORMAT_VERSION;
+  out[3] = 0;
+  out[4..12].copy_from_slice(&times.created_ms.to_be_bytes());
+  out[12..20].copy_from_slice(&times.stale_at_ms.to_be_bytes());
+  out[20..28].copy_from_slice(&times.expires_ms.to_be_bytes());
+  out[28..28 + DIGEST_LEN].copy_from_slice(digest);
+  out[60..HEADER_LEN].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+  out[HEADER_LEN..end].copy_from_slice(payload);
+  let crc = crc32fast::hash(&out[..end]);
+  out[end..].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {

@@ -195,11 +195,20 @@ unsafe fn finish(env: sys::napi_env, body: impl FnOnce() -> Result<Option<f64>>)
   out
 }
 
-/// `storeGet(handle, key, io, scratch)`: see `lib.rs`.
+/// The first `len` bytes of `bytes` (a key encoded at the start of a reused buffer).
+fn prefix((p, len): (*mut u8, usize), n: u32) -> Result<(*mut u8, usize)> {
+  let n = n as usize;
+  if n > len {
+    return Err(crate::invalid("key length beyond its buffer"));
+  }
+  Ok((p, n))
+}
+
+/// `storeGet(handle, key, keyLength, io, scratch)`: see `lib.rs`.
 unsafe extern "C" fn store_get(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
   finish(env, || {
-    let a = Args::<4>::read(env, info)?;
-    let (key, io, scratch) = (a.bytes(1)?, io_checked(a.bytes(2)?)?, a.bytes(3)?);
+    let a = Args::<5>::read(env, info)?;
+    let (key, io, scratch) = (prefix(a.bytes(1)?, a.u32(2)?)?, io_checked(a.bytes(3)?)?, a.bytes(4)?);
     disjoint(&[key, io, scratch], &[false, true, true])?;
     let n = crate::store_get(a.u32(0)?, slice(key), slice_mut(io), slice_mut(scratch))?;
     Ok(Some(n as f64))
@@ -217,19 +226,19 @@ unsafe extern "C" fn store_get_hashed(env: sys::napi_env, info: sys::napi_callba
   })
 }
 
-/// `storeReadOrLock(handle, key, io, scratch, owner, timeoutMs)`.
+/// `storeReadOrLock(handle, key, keyLength, io, scratch, owner, timeoutMs)`.
 unsafe extern "C" fn store_read_or_lock(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
   finish(env, || {
-    let a = Args::<6>::read(env, info)?;
-    let (key, io, scratch) = (a.bytes(1)?, io_checked(a.bytes(2)?)?, a.bytes(3)?);
+    let a = Args::<7>::read(env, info)?;
+    let (key, io, scratch) = (prefix(a.bytes(1)?, a.u32(2)?)?, io_checked(a.bytes(3)?)?, a.bytes(4)?);
     disjoint(&[key, io, scratch], &[false, true, true])?;
     let n = crate::store_read_or_lock(
       a.u32(0)?,
       slice(key),
       slice_mut(io),
       slice_mut(scratch),
-      a.u32(4)?,
-      a.f64(5)?,
+      a.u32(5)?,
+      a.f64(6)?,
     )?;
     Ok(Some(n as f64))
   })

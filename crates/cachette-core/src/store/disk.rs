@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::hash::BuildHasherDefault;
+use std::mem::MaybeUninit;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,8 +49,9 @@ const GUEST_CHUNK: usize = 32 << 20;
 /// How long the writer waits after waking for more writes to join its batch.
 const LINGER: Duration = Duration::from_micros(500);
 
-/// The write-behind queue. Producers append without a system call while the writer is busy;
-/// only a writer that went idle is woken.
+/// The write-behind queue, and the writes it holds by key: one lock per queued write.
+/// Producers append without a system call while the writer is busy; only a writer that went
+/// idle is woken.
 #[derive(Default)]
 struct JobQueue {
   state: Mutex<QueueState>,
@@ -61,21 +63,27 @@ struct QueueState {
   jobs: Vec<Job>,
   idle: bool,
   closed: bool,
+  /// The sequence number of the last job queued.
+  queued: u64,
+  /// The latest queued write of each key not applied yet: what reads see first.
+  pending: HashMap<StoreKey, Pending, BuildHasherDefault<DigestHasher>>,
 }
 
 impl JobQueue {
-  /// Appends a job; false once the queue is closed.
-  fn push(&self, job: Job) -> bool {
-    let mut q = self.state.lock();
+  /// Appends the job `make` builds with the next sequence number, and returns that number;
+  /// `None` once the queue is closed.
+  fn push(&self, q: &mut QueueState, make: impl FnOnce(u64) -> Job) -> Option<u64> {
     if q.closed {
-      return false;
+      return None;
     }
-    q.jobs.push(job);
+    let seq = q.queued + 1;
+    q.jobs.push(make(seq));
+    q.queued = seq;
     if q.idle {
       q.idle = false;
       self.ready.notify_one();
     }
-    true
+    Some(seq)
   }
 
   /// Waits for jobs and takes them all; `None` once closed and drained.
@@ -276,7 +284,7 @@ impl Present {
 
   fn add(&self, key: &[u8]) {
     let (word, bits) = Self::place(key);
-    // Ordered by the locks that publish the key (the pending map's, the scan's completion).
+    // Ordered by the locks that publish the key (the queue's, the scan's completion).
     self.words[word].fetch_or(bits, Ordering::Relaxed);
   }
 
@@ -288,6 +296,21 @@ impl Present {
     let (word, bits) = Self::place(key);
     self.words[word].load(Ordering::Relaxed) & bits != bits
   }
+}
+
+/// Seals an entry straight into the one buffer that the queue, the pending map and [`Recent`]
+/// share (sealing into a `Vec` first would cost an allocation and a copy per write).
+fn seal_shared(digest: &Digest, times: Times, payload: &[u8]) -> Arc<[u8]> {
+  let mut sealed = Arc::<[u8]>::new_uninit_slice(envelope::OVERHEAD + payload.len());
+  let slot = Arc::get_mut(&mut sealed).expect("a new Arc has one owner");
+  for b in slot.iter_mut() {
+    b.write(0);
+  }
+  // SAFETY: every byte was initialised just above, and MaybeUninit<u8> has u8's layout.
+  let bytes = unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<u8>]>(slot) as *mut [u8]) };
+  envelope::seal_into(digest, times, payload, bytes);
+  // SAFETY: initialised above.
+  unsafe { sealed.assume_init() }
 }
 
 fn store_key(ns: [u8; 8], digest: &Digest) -> StoreKey {
@@ -339,7 +362,6 @@ enum Job {
 
 #[derive(Default)]
 struct Progress {
-  queued: u64,
   done: u64,
   last_failed: u64,
   last_error: String,
@@ -349,9 +371,8 @@ struct Inner {
   path: PathBuf,
   conn: RwLock<Option<Conn>>,
   electing: Mutex<()>,
-  pending: Mutex<HashMap<StoreKey, Pending, BuildHasherDefault<DigestHasher>>>,
   progress: Mutex<Progress>,
-  /// `progress.queued`, readable without the lock.
+  /// The sequence number of the last job queued, readable without the queue's lock.
   queued: AtomicU64,
   /// Recent entries (owner only).
   recent: Recent,
@@ -591,7 +612,6 @@ impl DiskStore {
       path,
       conn: RwLock::new(None),
       electing: Mutex::new(()),
-      pending: Mutex::new(HashMap::default()),
       progress: Mutex::new(Progress::default()),
       queued: AtomicU64::new(0),
       recent: Recent::new(),
@@ -711,30 +731,48 @@ impl Inner {
     });
   }
 
+  /// Queues the job `make` builds with its sequence number, under the queue's lock `q`.
+  fn send_locked(&self, q: &mut QueueState, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
+    let seq = self.queue.push(q, make).ok_or(CoreError::Closed)?;
+    self.queued.store(seq, Ordering::SeqCst);
+    Ok(seq)
+  }
+
   fn send(&self, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
-    let mut p = self.progress.lock();
-    if !self.queue.push(make(p.queued + 1)) {
-      return Err(CoreError::Closed);
-    }
-    p.queued += 1;
-    self.queued.store(p.queued, Ordering::SeqCst);
-    Ok(p.queued)
+    self.send_locked(&mut self.queue.state.lock(), make)
+  }
+
+  /// The latest queued, not yet applied, write of `key`: `Some(None)` for a deletion.
+  fn queued_value(&self, key: &StoreKey) -> Option<Option<Arc<[u8]>>> {
+    self.queue.state.lock().pending.get(key).map(|p| p.value.clone())
   }
 
   fn enqueue_write(&self, key: StoreKey, value: Option<Arc<[u8]>>, unlock: Option<Digest>) -> CoreResult<()> {
     if value.is_some() {
       self.present.add(&key);
     }
-    let mut pending = self.pending.lock();
-    let seq = self.send(|seq| Job::Write {
+    let mut q = self.queue.state.lock();
+    let seq = self.send_locked(&mut q, |seq| Job::Write {
       seq,
       key,
       value: value.clone(),
       sync: false,
       unlock,
     })?;
-    pending.insert(key, Pending { seq, value });
+    q.pending.insert(key, Pending { seq, value });
     Ok(())
+  }
+
+  /// Queues the deletion of every key in `from..to`, dropping the queued writes it covers.
+  fn enqueue_range(&self, from: Vec<u8>, to: Vec<u8>) -> CoreResult<u64> {
+    let mut q = self.queue.state.lock();
+    q.pending.retain(|k, _| !(k[..] >= from[..] && k[..] < to[..]));
+    self.send_locked(&mut q, |seq| Job::Range {
+      seq,
+      from,
+      to,
+      sync: false,
+    })
   }
 
   /// Queues a guest's operations behind this owner's own, then waits until they are applied.
@@ -747,23 +785,14 @@ impl Inner {
         }
         WriteOp::Delete(k) => self.enqueue_write(k.as_slice().try_into().map_err(|_| bad_key())?, None, None)?,
         WriteOp::DeleteRange(from, to) => {
-          self
-            .pending
-            .lock()
-            .retain(|k, _| !(k[..] >= from[..] && k[..] < to[..]));
-          self.send(|seq| Job::Range {
-            seq,
-            from,
-            to,
-            sync: false,
-          })?;
+          self.enqueue_range(from, to)?;
         }
       }
     }
     let target = if sync {
       self.send(|seq| Job::Sync { seq })?
     } else {
-      self.progress.lock().queued
+      self.queued.load(Ordering::SeqCst)
     };
     self.wait_done(target)
   }
@@ -835,7 +864,7 @@ impl Inner {
         }
       }
       {
-        let mut pending = self.pending.lock();
+        let pending = &mut self.queue.state.lock().pending;
         for j in &jobs {
           if let Job::Write { seq, key, .. } = j {
             if pending.get(key).is_some_and(|p| p.seq == *seq) {
@@ -936,8 +965,8 @@ impl Inner {
 
   /// Raw bytes stored under `key`, queued writes first.
   fn raw_get(self: &Arc<Self>, key: &StoreKey) -> CoreResult<Option<Vec<u8>>> {
-    if let Some(p) = self.pending.lock().get(key) {
-      return Ok(p.value.as_ref().map(|v| v.to_vec()));
+    if let Some(v) = self.queued_value(key) {
+      return Ok(v.map(|v| v.to_vec()));
     }
     self.with_conn(|conn| match conn {
       Conn::Owner { db, .. } => db.get(key).map_err(CoreError::io),
@@ -1024,7 +1053,7 @@ impl Inner {
           inner.present.add(key);
         }
         n = n.wrapping_add(1);
-        if n % 4096 == 0 && inner.scan_stop.load(Ordering::Relaxed) {
+        if n.is_multiple_of(4096) && inner.scan_stop.load(Ordering::Relaxed) {
           return;
         }
         it.next();
@@ -1198,7 +1227,7 @@ fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
       let key = c.rest();
       let queued = inner.upgrade().and_then(|i| {
         let k: StoreKey = key.try_into().ok()?;
-        i.pending.lock().get(&k).map(|p| p.value.clone())
+        i.queued_value(&k)
       });
       let found = match queued {
         Some(v) => v.map(|v| v.to_vec()),
@@ -1268,7 +1297,7 @@ impl Store for DiskStore {
     // Taken before the queue is looked at: see `Recent`.
     let seq = self.inner.queued.load(Ordering::SeqCst);
     let ranges = self.inner.ranges_applied.load(Ordering::SeqCst);
-    let queued = self.inner.pending.lock().get(&key).map(|p| p.value.clone());
+    let queued = self.inner.queued_value(&key);
     if let Some(v) = queued {
       return match v {
         Some(v) => self.accept(key, digest, &v, sink),
@@ -1333,7 +1362,7 @@ impl Store for DiskStore {
   }
 
   fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
-    let sealed: Arc<[u8]> = envelope::seal(digest, times, payload).into();
+    let sealed = seal_shared(digest, times, payload);
     self.inner.enqueue_write(store_key(ns, digest), Some(sealed), None)
   }
 
@@ -1345,16 +1374,7 @@ impl Store for DiskStore {
 
   fn clear(&self, ns: [u8; 8]) -> CoreResult<()> {
     let (from, to) = ns_range(ns);
-    {
-      let mut pending = self.inner.pending.lock();
-      pending.retain(|k, _| k[..8] != ns);
-    }
-    let seq = self.inner.send(|seq| Job::Range {
-      seq,
-      from,
-      to,
-      sync: false,
-    })?;
+    let seq = self.inner.enqueue_range(from, to)?;
     self.inner.wait_done(seq)
   }
 
@@ -1367,21 +1387,20 @@ impl Store for DiskStore {
     let seq = if sync {
       self.inner.send(|seq| Job::Sync { seq })?
     } else {
-      self.inner.progress.lock().queued
+      self.inner.queued.load(Ordering::SeqCst)
     };
     self.inner.wait_done(seq)
   }
 
   fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome> {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    if let Some(outcome) = claim_local(&self.inner.flights, digest, owner, deadline) {
+    if let Some(outcome) = claim_local(&self.inner.flights, digest, owner, timeout) {
       return Ok(outcome);
     }
     // Read after the claim was registered (see `Inner::share_locks`).
     if !self.inner.shared_locks.load(Ordering::SeqCst) {
       return Ok(LockOutcome::Acquired);
     }
+    let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(500);
     loop {
       match self.inner.locks.try_lock(digest) {
@@ -1409,7 +1428,7 @@ impl Store for DiskStore {
     times: Times,
     owner: OwnerId,
   ) -> CoreResult<()> {
-    let sealed: Arc<[u8]> = envelope::seal(digest, times, payload).into();
+    let sealed = seal_shared(digest, times, payload);
     // The owner serves its queued writes to the other processes, so they may take the lock at
     // once; a guest's write must reach the owner first, so the writer releases its lock after.
     let owner_role = matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));

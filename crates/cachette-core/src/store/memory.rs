@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -84,7 +84,7 @@ impl Store for SharedMemory {
   }
 
   fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome> {
-    Ok(claim_local(&self.flights, digest, owner, Instant::now() + timeout).unwrap_or(LockOutcome::Acquired))
+    Ok(claim_local(&self.flights, digest, owner, timeout).unwrap_or(LockOutcome::Acquired))
   }
 
   fn put_and_release(

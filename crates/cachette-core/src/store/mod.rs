@@ -178,19 +178,23 @@ pub(crate) fn reread_after_lock<S: Store + ?Sized>(
 }
 
 /// Claims `digest` among the callers of this process: `Ok(None)` when the caller leads,
-/// `Ok(Some(outcome))` when it waited for another caller (or timed out).
+/// `Ok(Some(outcome))` when it waited for another caller (at most `timeout`, or timed out).
 pub(crate) fn claim_local(
   flights: &crate::single_flight::SingleFlight<Digest, ()>,
   digest: &Digest,
   owner: OwnerId,
-  deadline: std::time::Instant,
+  timeout: std::time::Duration,
 ) -> Option<LockOutcome> {
   use crate::error::CoreError;
   use crate::single_flight::{Claim, Outcome};
+  // Read the clock only to wait: a leader, the common case, never needs it.
+  let mut deadline = None;
   loop {
     match flights.claim(digest, owner) {
       Claim::Leader => return None,
-      Claim::Follower(f) => match f.wait(Some(deadline)) {
+      Claim::Follower(f) => match f.wait(Some(
+        *deadline.get_or_insert_with(|| std::time::Instant::now() + timeout),
+      )) {
         Outcome::Finished(Ok(())) => return Some(LockOutcome::Settled(None)),
         Outcome::Finished(Err(CoreError::ComputationFailed { error })) => {
           return Some(LockOutcome::Settled(Some(error)))
