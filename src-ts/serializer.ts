@@ -104,7 +104,8 @@ function visit(o: object): void {
 }
 
 /**
- * The quick check of {@link assertPlainData}, with no paths and no cycle tracking: true when
+ * The quick check of {@link assertPlainData}, with no paths and no cycle tracking (only the
+ * repeats {@link visit} notes for the tree test): true when
  * `value` is certainly storable (false also for deep, cyclic or large values, which the full
  * walk judges, visiting each object once).
  */

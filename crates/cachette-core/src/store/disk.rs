@@ -49,13 +49,14 @@ const GUEST_CHUNK: usize = 32 << 20;
 /// How long the writer waits after waking for more writes to join its batch.
 const LINGER: Duration = Duration::from_micros(500);
 
-/// The write-behind queue, and the writes it holds by key: one lock per queued write.
-/// Producers append without a system call while the writer is busy; only a writer that went
-/// idle is woken.
+/// The write-behind queue, and the writes it holds by key, under one lock. Producers append
+/// without a system call while the writer is busy; only a writer that went idle is woken.
 #[derive(Default)]
 struct JobQueue {
   state: Mutex<QueueState>,
   ready: Condvar,
+  /// The sequence number of the last job queued: written under the lock, read without it.
+  queued: AtomicU64,
 }
 
 #[derive(Default)]
@@ -63,8 +64,6 @@ struct QueueState {
   jobs: Vec<Job>,
   idle: bool,
   closed: bool,
-  /// The sequence number of the last job queued.
-  queued: u64,
   /// An empty vector with room, for the next batch (see [`JobQueue::recycle`]).
   spare: Vec<Job>,
   /// The latest queued write of each key not applied yet: what reads see first.
@@ -78,9 +77,9 @@ impl JobQueue {
     if q.closed {
       return None;
     }
-    let seq = q.queued + 1;
+    let seq = self.queued.load(Ordering::SeqCst) + 1;
     q.jobs.push(make(seq));
-    q.queued = seq;
+    self.queued.store(seq, Ordering::SeqCst);
     if q.idle {
       q.idle = false;
       self.ready.notify_one();
@@ -385,8 +384,6 @@ struct Inner {
   conn: RwLock<Option<Conn>>,
   electing: Mutex<()>,
   progress: Mutex<Progress>,
-  /// The sequence number of the last job queued, readable without the queue's lock.
-  queued: AtomicU64,
   /// Recent entries (owner only).
   recent: Recent,
   /// The keys the database may hold (owner only; see [`Present`]).
@@ -640,7 +637,6 @@ impl DiskStore {
       conn: RwLock::new(None),
       electing: Mutex::new(()),
       progress: Mutex::new(Progress::default()),
-      queued: AtomicU64::new(0),
       recent: Recent::new(),
       present: Present::new(),
       scan: Mutex::new(None),
@@ -760,9 +756,7 @@ impl Inner {
 
   /// Queues the job `make` builds with its sequence number, under the queue's lock `q`.
   fn send_locked(&self, q: &mut QueueState, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
-    let seq = self.queue.push(q, make).ok_or(CoreError::Closed)?;
-    self.queued.store(seq, Ordering::SeqCst);
-    Ok(seq)
+    self.queue.push(q, make).ok_or(CoreError::Closed)
   }
 
   fn send(&self, make: impl FnOnce(u64) -> Job) -> CoreResult<u64> {
@@ -819,7 +813,7 @@ impl Inner {
     let target = if sync {
       self.send(|seq| Job::Sync { seq })?
     } else {
-      self.queued.load(Ordering::SeqCst)
+      self.queue.queued.load(Ordering::SeqCst)
     };
     self.wait_done(target)
   }
@@ -1323,7 +1317,7 @@ impl Store for DiskStore {
   fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
     let key = store_key(ns, digest);
     // Taken before the queue is looked at: see `Recent`.
-    let seq = self.inner.queued.load(Ordering::SeqCst);
+    let seq = self.inner.queue.queued.load(Ordering::SeqCst);
     let ranges = self.inner.ranges_applied.load(Ordering::SeqCst);
     let queued = self.inner.queued_value(&key);
     if let Some(v) = queued {
@@ -1348,7 +1342,7 @@ impl Store for DiskStore {
           let raw: Arc<[u8]> = Arc::from(&raw[..]);
           let inner = &self.inner;
           inner.recent.offer(key, raw.clone(), || {
-            inner.queued.load(Ordering::SeqCst) != seq || inner.ranges_applied.load(Ordering::SeqCst) != ranges
+            inner.queue.queued.load(Ordering::SeqCst) != seq || inner.ranges_applied.load(Ordering::SeqCst) != ranges
           });
           self.accept(key, digest, &raw, sink)
         }
@@ -1374,14 +1368,18 @@ impl Store for DiskStore {
     // queue: when the owner takes the lock and nothing was queued since its read, the read
     // still holds, and the second read of `lock_and_read` is skipped.
     let is_owner = || matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));
-    let queued = self.inner.queued.load(Ordering::SeqCst);
+    let queued = self.inner.queue.queued.load(Ordering::SeqCst);
     let owned = is_owner();
     if self.read(ns, digest, sink)? {
       return Ok(ReadOrLock::Hit);
     }
     let outcome = self.lock(digest, owner, timeout)?;
     // (Owner at both ends: a guest elected owner meanwhile read through the old owner.)
-    if outcome == LockOutcome::Acquired && owned && is_owner() && self.inner.queued.load(Ordering::SeqCst) == queued {
+    if outcome == LockOutcome::Acquired
+      && owned
+      && is_owner()
+      && self.inner.queue.queued.load(Ordering::SeqCst) == queued
+    {
       return Ok(ReadOrLock::Claimed(Claimed::Acquired));
     }
     Ok(ReadOrLock::Claimed(reread_after_lock(
@@ -1415,7 +1413,7 @@ impl Store for DiskStore {
     let seq = if sync {
       self.inner.send(|seq| Job::Sync { seq })?
     } else {
-      self.inner.queued.load(Ordering::SeqCst)
+      self.inner.queue.queued.load(Ordering::SeqCst)
     };
     self.inner.wait_done(seq)
   }
