@@ -3,27 +3,29 @@
 //! ```text
 //! 0   magic        2 bytes  0xCA 0xC7
 //! 2   version      1 byte   FORMAT_VERSION
-//! 3   flags        1 byte   reserved, 0
+//! 3   flags        1 byte   bit 0: stale_at_ms follows, bit 1: expires_ms follows; others 0
 //! 4   created_ms   u64 BE   wall clock, ms since the Unix epoch
-//! 12  stale_at_ms  u64 BE   past it the value is stale (u64::MAX: never)
-//! 20  expires_ms   u64 BE   past it the value is gone (u64::MAX: never)
-//! 28  digest       32 bytes the full key digest, compared on read
-//! 60  payload_len  u32 BE
-//! 64  payload
+//! ..  stale_at_ms  u64 BE   only with flag bit 0: past it the value is stale (absent: never)
+//! ..  expires_ms   u64 BE   only with flag bit 1: past it the value is gone (absent: never)
+//! ..  check        16 bytes the digest's last 16 bytes (stores index by its first 16)
+//! ..  payload      the rest, up to the checksum
 //! ..  crc32        u32 BE   over every byte before it
 //! ```
-//! A read that fails any check (length, magic, version, digest, checksum) is a miss, never an
-//! error and never another key's value.
+//! An entry with no expiry adds 32 bytes to its payload, one with both times 48. A read that
+//! fails any check (length, magic, version, flags, digest, checksum) is a miss, never an error
+//! and never another key's value.
 
-use crate::key::{Digest, DIGEST_LEN};
+use crate::key::{Digest, DIGEST_LEN, STORE_KEY_LEN};
 
 /// Written into every entry; entries of other versions read as misses.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 const MAGIC: [u8; 2] = [0xca, 0xc7];
-/// Bytes before the payload.
-pub const HEADER_LEN: usize = 64;
-/// Bytes an envelope adds to its payload.
-pub const OVERHEAD: usize = HEADER_LEN + 4;
+const HAS_STALE: u8 = 1;
+const HAS_EXPIRES: u8 = 2;
+/// Digest bytes an entry repeats: those its store key does not hold.
+const CHECK_LEN: usize = DIGEST_LEN - STORE_KEY_LEN;
+/// Bytes an envelope adds to its payload at least (no stale or expiry time).
+pub const MIN_OVERHEAD: usize = 4 + 8 + CHECK_LEN + 4;
 /// "Never" for `stale_at_ms` and `expires_ms`.
 pub const NEVER: u64 = u64::MAX;
 
@@ -43,6 +45,10 @@ impl Times {
       stale_at_ms: NEVER,
       expires_ms: NEVER,
     }
+  }
+
+  fn flags(&self) -> u8 {
+    (if self.stale_at_ms != NEVER { HAS_STALE } else { 0 }) | (if self.expires_ms != NEVER { HAS_EXPIRES } else { 0 })
   }
 }
 
@@ -68,33 +74,50 @@ impl Times {
   }
 }
 
+/// Bytes of the header (everything before the payload) of an entry with flags `flags`.
+fn header_len(flags: u8) -> usize {
+  let times = usize::from(flags & HAS_STALE != 0) + usize::from(flags & HAS_EXPIRES != 0);
+  12 + 8 * times + CHECK_LEN
+}
+
+/// The length of the envelope of a `payload_len`-byte payload with times `times`.
+pub fn sealed_len(times: Times, payload_len: usize) -> usize {
+  header_len(times.flags()) + payload_len + 4
+}
+
 /// Wraps `payload` for storage.
 pub fn seal(digest: &Digest, times: Times, payload: &[u8]) -> Vec<u8> {
-  let mut out = vec![0u8; OVERHEAD + payload.len()];
+  let mut out = vec![0u8; sealed_len(times, payload.len())];
   seal_into(digest, times, payload, &mut out);
   out
 }
 
-/// Wraps `payload` for storage into `out`, which is `OVERHEAD + payload.len()` bytes long.
+/// Wraps `payload` for storage into `out`, which is [`sealed_len`] bytes long.
 ///
 /// # Panics
 /// When `out` has another length.
 pub fn seal_into(digest: &Digest, times: Times, payload: &[u8], out: &mut [u8]) {
   assert_eq!(
     out.len(),
-    OVERHEAD + payload.len(),
+    sealed_len(times, payload.len()),
     "envelope buffer of the wrong length"
   );
-  let end = HEADER_LEN + payload.len();
+  let flags = times.flags();
   out[..2].copy_from_slice(&MAGIC);
   out[2] = FORMAT_VERSION;
-  out[3] = 0;
+  out[3] = flags;
   out[4..12].copy_from_slice(&times.created_ms.to_be_bytes());
-  out[12..20].copy_from_slice(&times.stale_at_ms.to_be_bytes());
-  out[20..28].copy_from_slice(&times.expires_ms.to_be_bytes());
-  out[28..28 + DIGEST_LEN].copy_from_slice(digest);
-  out[60..HEADER_LEN].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-  out[HEADER_LEN..end].copy_from_slice(payload);
+  let mut at = 12;
+  for (flag, t) in [(HAS_STALE, times.stale_at_ms), (HAS_EXPIRES, times.expires_ms)] {
+    if flags & flag != 0 {
+      out[at..at + 8].copy_from_slice(&t.to_be_bytes());
+      at += 8;
+    }
+  }
+  out[at..at + CHECK_LEN].copy_from_slice(&digest[STORE_KEY_LEN..]);
+  at += CHECK_LEN;
+  let end = at + payload.len();
+  out[at..end].copy_from_slice(payload);
   let crc = crc32fast::hash(&out[..end]);
   out[end..].copy_from_slice(&crc.to_be_bytes());
 }
@@ -105,40 +128,61 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
   u64::from_be_bytes(x)
 }
 
-/// Reads only the timestamps, without checking the digest or checksum (compaction filter).
-pub fn peek_times(bytes: &[u8]) -> Option<Times> {
-  if bytes.len() < OVERHEAD || bytes[..2] != MAGIC || bytes[2] != FORMAT_VERSION {
+/// The times of an entry and the length of its header, without checking the digest or
+/// checksum; `None` when it is too short, foreign or of another version.
+fn parse(bytes: &[u8]) -> Option<(Times, usize)> {
+  if bytes.len() < MIN_OVERHEAD || bytes[..2] != MAGIC || bytes[2] != FORMAT_VERSION {
     return None;
   }
-  Some(Times {
+  let flags = bytes[3];
+  if flags & !(HAS_STALE | HAS_EXPIRES) != 0 {
+    return None;
+  }
+  let header = header_len(flags);
+  if bytes.len() < header + 4 {
+    return None;
+  }
+  let mut at = 12;
+  let mut next = |flag: u8| {
+    if flags & flag == 0 {
+      return NEVER;
+    }
+    at += 8;
+    u64_at(bytes, at - 8)
+  };
+  let stale_at_ms = next(HAS_STALE);
+  let expires_ms = next(HAS_EXPIRES);
+  let times = Times {
     created_ms: u64_at(bytes, 4),
-    stale_at_ms: u64_at(bytes, 12),
-    expires_ms: u64_at(bytes, 20),
-  })
+    stale_at_ms,
+    expires_ms,
+  };
+  Some((times, header))
 }
 
-/// Checks an envelope read for `digest` and returns its times and payload,
-/// or `None` when it is truncated, foreign, of another version, or corrupted.
+/// Reads only the timestamps, without checking the digest or checksum (compaction filter).
+pub fn peek_times(bytes: &[u8]) -> Option<Times> {
+  parse(bytes).map(|(times, _)| times)
+}
+
+/// Checks an envelope read for `digest` and returns its times and the byte range of its
+/// payload, or `None` when it is truncated, foreign, of another version, or corrupted.
+pub fn open_range(digest: &Digest, bytes: &[u8]) -> Option<(Times, std::ops::Range<usize>)> {
+  let (times, header) = parse(bytes)?;
+  if bytes[header - CHECK_LEN..header] != digest[STORE_KEY_LEN..] {
+    return None;
+  }
+  let end = bytes.len() - 4;
+  let crc = u32::from_be_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
+  if crc32fast::hash(&bytes[..end]) != crc {
+    return None;
+  }
+  Some((times, header..end))
+}
+
+/// [`open_range`], with the payload as a slice.
 pub fn open<'a>(digest: &Digest, bytes: &'a [u8]) -> Option<(Times, &'a [u8])> {
-  let times = peek_times(bytes)?;
-  if bytes[28..28 + DIGEST_LEN] != digest[..] {
-    return None;
-  }
-  let len = u32::from_be_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]) as usize;
-  if len != bytes.len() - OVERHEAD {
-    return None;
-  }
-  let body = &bytes[..HEADER_LEN + len];
-  let crc = u32::from_be_bytes([
-    bytes[HEADER_LEN + len],
-    bytes[HEADER_LEN + len + 1],
-    bytes[HEADER_LEN + len + 2],
-    bytes[HEADER_LEN + len + 3],
-  ]);
-  if crc32fast::hash(body) != crc {
-    return None;
-  }
-  Some((times, &bytes[HEADER_LEN..HEADER_LEN + len]))
+  open_range(digest, bytes).map(|(times, range)| (times, &bytes[range]))
 }
 
 #[cfg(test)]
@@ -179,9 +223,30 @@ mod tests {
       assert!(open(&D, &sealed[..n]).is_none());
     }
     assert!(open(&[8u8; 32], &sealed).is_none(), "another key's entry was served");
-    let mut v2 = sealed.clone();
-    v2[2] = FORMAT_VERSION + 1;
-    assert!(open(&D, &v2).is_none());
+    let mut next = sealed.clone();
+    next[2] = FORMAT_VERSION + 1;
+    assert!(open(&D, &next).is_none());
+  }
+
+  #[test]
+  fn only_the_times_an_entry_has_are_written() {
+    let payload = b"twelve bytes";
+    for (stale_at_ms, expires_ms, overhead) in [(NEVER, NEVER, 32), (10, NEVER, 40), (NEVER, 20, 40), (10, 20, 48)] {
+      let t = Times {
+        created_ms: 5,
+        stale_at_ms,
+        expires_ms,
+      };
+      let sealed = seal(&D, t, payload);
+      assert_eq!(sealed.len(), payload.len() + overhead);
+      assert_eq!(sealed_len(t, payload.len()), sealed.len());
+      let (times, range) = open_range(&D, &sealed).unwrap();
+      assert_eq!(times, t);
+      assert_eq!(&sealed[range], payload);
+      assert_eq!(peek_times(&sealed), Some(t));
+    }
+    let empty = seal(&D, Times::forever(1), b"");
+    assert_eq!(open(&D, &empty).map(|(_, p)| p.len()), Some(0));
   }
 
   #[test]

@@ -8,7 +8,7 @@
 use crate::error::{CoreError, CoreResult};
 
 /// Digest length in bytes (BLAKE3, 256 bits). Stores index by the first [`STORE_KEY_LEN`] bytes
-/// and keep all 32 in each entry, so a truncated-prefix collision is still detected on read.
+/// and keep the other 16 in each entry, so a truncated-prefix collision is still detected on read.
 pub const DIGEST_LEN: usize = 32;
 /// Bytes of the digest used as the storage key.
 pub const STORE_KEY_LEN: usize = 16;
@@ -17,6 +17,28 @@ pub const KEY_CONTEXT: &str = "cachette 2026 canonical argument key v1";
 
 /// A 256-bit key digest.
 pub type Digest = [u8; DIGEST_LEN];
+
+/// Hashes a digest, or a store key that ends with a digest's first 16 bytes, by 8 of its last 16
+/// bytes: digests are uniform already, so SipHash would only add cost to every map lookup.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+/// Builds [`DigestHasher`]s, for maps keyed by digests.
+pub type DigestHashing = std::hash::BuildHasherDefault<DigestHasher>;
+
+impl std::hash::Hasher for DigestHasher {
+  fn finish(&self) -> u64 {
+    self.0
+  }
+  fn write(&mut self, bytes: &[u8]) {
+    // An array is hashed as its length, then its bytes: the length mixes in a constant.
+    let mut b = [0u8; 8];
+    let from = bytes.len().saturating_sub(16);
+    let take = &bytes[from..bytes.len().min(from + 8)];
+    b[..take.len()].copy_from_slice(take);
+    self.0 ^= u64::from_le_bytes(b);
+  }
+}
 
 /// Subtypes of binary arguments; a `Uint8Array` and a `Buffer` with the same bytes are distinct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,9 @@
 //! nothing is stored; if the computer goes away without an answer (its thread or worker died,
 //! or it gave the claim up), the claim is released and one waiter takes over.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,12 +47,12 @@ pub enum Claim<V> {
   Follower(Arc<Flight<V>>),
 }
 
-/// The table of flights in progress.
-pub struct SingleFlight<K, V> {
-  flights: Mutex<HashMap<K, Arc<Flight<V>>>>,
+/// The table of flights in progress, its keys hashed by `S`.
+pub struct SingleFlight<K, V, S = RandomState> {
+  flights: Mutex<HashMap<K, Arc<Flight<V>>, S>>,
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> Default for SingleFlight<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> Default for SingleFlight<K, V, S> {
   fn default() -> Self {
     Self::new()
   }
@@ -88,10 +89,10 @@ impl<V: Clone> Flight<V> {
   }
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V, S> {
   pub fn new() -> Self {
     SingleFlight {
-      flights: Mutex::new(HashMap::new()),
+      flights: Mutex::new(HashMap::default()),
     }
   }
 
@@ -209,8 +210,13 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
     loop {
       match self.claim(key, owner) {
         Claim::Leader => {
-          struct AbandonOnUnwind<'a, K: Eq + Hash + Clone, V: Clone>(&'a SingleFlight<K, V>, &'a K, OwnerId, bool);
-          impl<K: Eq + Hash + Clone, V: Clone> Drop for AbandonOnUnwind<'_, K, V> {
+          struct AbandonOnUnwind<'a, K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default>(
+            &'a SingleFlight<K, V, S>,
+            &'a K,
+            OwnerId,
+            bool,
+          );
+          impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> Drop for AbandonOnUnwind<'_, K, V, S> {
             fn drop(&mut self) {
               if !self.3 {
                 self.0.abandon(self.1, self.2);

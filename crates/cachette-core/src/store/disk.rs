@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::hash::BuildHasherDefault;
 use std::mem::MaybeUninit;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -37,7 +36,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
 use crate::file_lock::FileLocks;
-use crate::key::{Digest, STORE_KEY_LEN};
+use crate::key::{Digest, DigestHashing, STORE_KEY_LEN};
 use crate::single_flight::{OwnerId, SingleFlight};
 
 /// How long `open` (and a guest whose owner vanished) keeps trying to reach or become the owner.
@@ -48,6 +47,8 @@ const MAX_BATCH: usize = 4096;
 const GUEST_CHUNK: usize = 32 << 20;
 /// How long the writer waits after waking for more writes to join its batch.
 const LINGER: Duration = Duration::from_micros(500);
+/// Applied writes the writer drops from the pending map per hold of the queue's lock.
+const PENDING_CHUNK: usize = 256;
 
 /// The write-behind queue, and the writes it holds by key, under one lock. Producers append
 /// without a system call while the writer is busy; only a writer that went idle is woken.
@@ -67,7 +68,7 @@ struct QueueState {
   /// An empty vector with room, for the next batch (see [`JobQueue::recycle`]).
   spare: Vec<Job>,
   /// The latest queued write of each key not applied yet: what reads see first.
-  pending: HashMap<StoreKey, Pending, BuildHasherDefault<DigestHasher>>,
+  pending: HashMap<StoreKey, Pending, DigestHashing>,
 }
 
 impl JobQueue {
@@ -141,25 +142,6 @@ pub enum Role {
 
 type StoreKey = [u8; 8 + STORE_KEY_LEN];
 
-/// Hashes a store key by 8 bytes of its digest part: digests are uniform already, so SipHash
-/// would only add cost to every read and write of the pending map.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl std::hash::Hasher for DigestHasher {
-  fn finish(&self) -> u64 {
-    self.0
-  }
-  fn write(&mut self, bytes: &[u8]) {
-    // A store key is hashed as its 24 bytes; take 8 of the digest part.
-    let mut b = [0u8; 8];
-    let from = bytes.len().saturating_sub(16).min(bytes.len());
-    let take = &bytes[from..bytes.len().min(from + 8)];
-    b[..take.len()].copy_from_slice(take);
-    self.0 ^= u64::from_le_bytes(b);
-  }
-}
-
 /// Bytes of recent entries the owner keeps in memory (see [`Recent`]).
 const RECENT_BYTES: usize = 32 << 20;
 const RECENT_SHARDS: usize = 16;
@@ -175,7 +157,7 @@ struct Recent {
 
 #[derive(Default)]
 struct RecentShard {
-  map: HashMap<StoreKey, Arc<[u8]>, BuildHasherDefault<DigestHasher>>,
+  map: HashMap<StoreKey, Arc<[u8]>, DigestHashing>,
   bytes: usize,
 }
 
@@ -313,7 +295,7 @@ impl Present {
 /// Seals an entry straight into the one buffer that the queue, the pending map and [`Recent`]
 /// share (sealing into a `Vec` first would cost an allocation and a copy per write).
 fn seal_shared(digest: &Digest, times: Times, payload: &[u8]) -> Arc<[u8]> {
-  let mut sealed = Arc::<[u8]>::new_uninit_slice(envelope::OVERHEAD + payload.len());
+  let mut sealed = Arc::<[u8]>::new_uninit_slice(envelope::sealed_len(times, payload.len()));
   let slot = Arc::get_mut(&mut sealed).expect("a new Arc has one owner");
   for b in slot.iter_mut() {
     b.write(0);
@@ -401,7 +383,7 @@ struct Inner {
   /// can contend (this process owns the directory and no guest ever joined), which spares
   /// two system calls per miss. See [`Inner::share_locks`].
   shared_locks: AtomicBool,
-  flights: SingleFlight<Digest, ()>,
+  flights: SingleFlight<Digest, (), DigestHashing>,
   clock: Arc<dyn Clock>,
   write_errors: AtomicU64,
   /// Entries carry their own checksum, checked on every read: RocksDB's block check is skipped.
@@ -485,7 +467,14 @@ fn is_info_log_race(e: &rocksdb::Error) -> bool {
 }
 
 fn db_options() -> Options {
-  let mut o = Options::default();
+  // Keys share their first 8 bytes (the namespace), so each memtable insert starts from where
+  // the previous one of its namespace went, a search of O(log distance) instead of a descent
+  // from the skip list's top: a batch is applied in key order, so the distance is short. (This
+  // option has no setter; parsed from a string, it must come first: the Rust-side objects
+  // set below, such as the compaction filter, live in the `Options` that owns them.)
+  let mut o = Options::default()
+    .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8")
+    .unwrap_or_default();
   o.create_if_missing(true);
   // Fresh data (flushes, the first compaction) is written uncompressed: compressing every
   // flush was a fifth of the CPU of a stream of misses, and those levels are rewritten soon.
@@ -839,6 +828,8 @@ impl Inner {
   }
 
   fn write_loop(self: Arc<Self>) {
+    // RocksDB counts every memtable comparison in a thread-local context by default.
+    rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
     while let Some(mut jobs) = self.queue.take() {
       // Plain writes linger a moment so that the misses that follow join one batch; a
       // flush, clear or close is served at once.
@@ -884,9 +875,10 @@ impl Inner {
           }
         }
       }
-      {
+      // In chunks, so producers queueing meanwhile wait for the lock at most a chunk's time.
+      for chunk in jobs.chunks(PENDING_CHUNK) {
         let pending = &mut self.queue.state.lock().pending;
-        for j in &jobs {
+        for j in chunk {
           if let Job::Write { seq, key, .. } = j {
             if pending.get(key).is_some_and(|p| p.seq == *seq) {
               pending.remove(key);
@@ -924,15 +916,25 @@ impl Inner {
         // key order, each insert starts from the previous one's place instead of searching the
         // list from its top (the stable sort keeps the last write of a key last). A range
         // deletion orders the batch, so a batch with one keeps its order.
-        let mut ordered: Vec<&Job> = jobs.iter().collect();
+        let mut ordered: Vec<(u128, u64, &Job)> = jobs
+          .iter()
+          .map(|j| match j {
+            // Compared as integers, big-endian, which orders them as RocksDB's bytewise
+            // comparator does and costs no memcmp call.
+            Job::Write { key, .. } => (
+              u128::from_be_bytes(key[..16].try_into().expect("16 bytes")),
+              u64::from_be_bytes(key[16..].try_into().expect("8 bytes")),
+              j,
+            ),
+            // Syncs and stops add nothing to the batch.
+            _ => (0, 0, j),
+          })
+          .collect();
         if !jobs.iter().any(|j| matches!(j, Job::Range { .. })) {
-          // Syncs and stops, which add nothing to the batch, sort first.
-          ordered.sort_by_key(|j| match j {
-            Job::Write { key, .. } => Some(*key),
-            _ => None,
-          });
+          // Stable, so the last write of a key stays last.
+          ordered.sort_by_key(|&(hi, lo, _)| (hi, lo));
         }
-        for j in ordered {
+        for (_, _, j) in ordered {
           match j {
             Job::Write {
               key, value: Some(v), ..
@@ -1316,21 +1318,26 @@ impl Store for DiskStore {
 
   fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
     let key = store_key(ns, digest);
+    let conn = self.inner.conn.read();
+    let owner = matches!(&*conn, Some(Conn::Owner { .. }));
+    // A key the filter rules out is in neither the database nor the queue: a miss, the read
+    // before every store, takes no lock.
+    if owner && self.inner.present.rules_out(&key) {
+      return Ok(false);
+    }
     // Taken before the queue is looked at: see `Recent`.
     let seq = self.inner.queue.queued.load(Ordering::SeqCst);
     let ranges = self.inner.ranges_applied.load(Ordering::SeqCst);
     let queued = self.inner.queued_value(&key);
     if let Some(v) = queued {
+      drop(conn);
       return match v {
         Some(v) => self.accept(key, digest, &v, sink),
         None => Ok(false),
       };
     }
     // The owner reads its database in place; a guest asks the owner.
-    if let Some(Conn::Owner { db, .. }) = &*self.inner.conn.read() {
-      if self.inner.present.rules_out(&key) {
-        return Ok(false);
-      }
+    if let Some(Conn::Owner { db, .. }) = &*conn {
       if let Some(raw) = self.inner.recent.get(&key) {
         return self.accept(key, digest, &raw, sink);
       }
@@ -1349,6 +1356,7 @@ impl Store for DiskStore {
         None => Ok(false),
       };
     }
+    drop(conn);
     match self.inner.raw_get(&key)? {
       Some(raw) => self.accept(key, digest, &raw, sink),
       None => Ok(false),

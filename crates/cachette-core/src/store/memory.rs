@@ -11,14 +11,14 @@ use super::{claim_local, settle_local, Entry, LockOutcome, Store};
 use crate::clock::Clock;
 use crate::envelope::Times;
 use crate::error::CoreResult;
-use crate::key::Digest;
+use crate::key::{Digest, DigestHashing};
 use crate::shard_map::{Bounds, ShardMap};
 use crate::single_flight::{OwnerId, SingleFlight};
 
 /// A process-wide memory store for one namespace.
 pub struct SharedMemory {
   map: ShardMap,
-  flights: SingleFlight<Digest, ()>,
+  flights: SingleFlight<Digest, (), DigestHashing>,
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<SharedMemory>>> {

@@ -180,7 +180,7 @@ pub(crate) fn reread_after_lock<S: Store + ?Sized>(
 /// Claims `digest` among the callers of this process: `Ok(None)` when the caller leads,
 /// `Ok(Some(outcome))` when it waited for another caller (at most `timeout`, or timed out).
 pub(crate) fn claim_local(
-  flights: &crate::single_flight::SingleFlight<Digest, ()>,
+  flights: &crate::single_flight::SingleFlight<Digest, (), crate::key::DigestHashing>,
   digest: &Digest,
   owner: OwnerId,
   timeout: std::time::Duration,
@@ -208,7 +208,7 @@ pub(crate) fn claim_local(
 
 /// Ends a local flight: waiters see the error if there is one, or read the value again.
 pub(crate) fn settle_local(
-  flights: &crate::single_flight::SingleFlight<Digest, ()>,
+  flights: &crate::single_flight::SingleFlight<Digest, (), crate::key::DigestHashing>,
   digest: &Digest,
   owner: OwnerId,
   error: Option<Vec<u8>>,

@@ -237,9 +237,8 @@ impl RemoteStore {
   /// Checks an entry read directly for `digest`: its times and the byte range of its payload in
   /// `bytes`, or `None` when it is expired, foreign or corrupted (a miss, as in [`RemoteStore::get`]).
   pub fn open_read(&self, digest: &Digest, bytes: &[u8]) -> Option<(Times, std::ops::Range<usize>)> {
-    let (times, payload) = envelope::open(digest, bytes)?;
-    (times.freshness(self.now()) != Freshness::Expired)
-      .then(|| (times, envelope::HEADER_LEN..envelope::HEADER_LEN + payload.len()))
+    let (times, range) = envelope::open_range(digest, bytes)?;
+    (times.freshness(self.now()) != Freshness::Expired).then_some((times, range))
   }
 
   /// The miss path: returns the entry if there is one (`force`: ignore it), or takes the key's
