@@ -580,6 +580,38 @@ export function storeSuite(b: Backend): void {
     await reader.close()
   })
 
+  test(
+    title('memoize() reads a tree of plain objects and arrays back as the same plain objects and arrays'),
+    async (t) => {
+      const opts = b.options()
+      const wide: Record<string, number> = {}
+      for (let i = 0; i < 40; i++) wide[`k${i}`] = i
+      const tree = {
+        id: 7,
+        name: 'user é\u{1F600}',
+        tags: ['admin', ['nested', []], {}],
+        flags: { active: true, deleted: false, none: null, gone: undefined },
+        numbers: [0, -1, 2 ** 31, 2 ** 53 - 1, -(2 ** 40), 1.5, -0.25, Number.MAX_VALUE],
+        big: -(2n ** 64n),
+        '10': 'an index-like key',
+        wide,
+      }
+      const writer = b.memoize((_k: string) => tree, opts)
+      await writer('t')
+      const reader = b.memoize((_k: string): unknown => t.fail('the reader must not compute'), opts)
+      const back = (await reader.peek('t')) as typeof tree
+      t.not(back, tree)
+      t.deepEqual(back, tree)
+      t.is(Object.getPrototypeOf(back.flags), Object.prototype)
+      t.true(Array.isArray(back.tags[1]))
+      t.true('gone' in back.flags)
+      t.deepEqual(Object.keys(back), Object.keys(tree))
+      t.deepEqual(await reader('t'), tree)
+      await writer.close()
+      await reader.close()
+    },
+  )
+
   test(title('memoize() stores an undefined result and reads it back as a hit'), async (t) => {
     const opts = b.options()
     const writer = b.memoize((_k: number): undefined => undefined, opts)

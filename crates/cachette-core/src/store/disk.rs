@@ -41,12 +41,16 @@ use crate::single_flight::{OwnerId, SingleFlight};
 
 /// How long `open` (and a guest whose owner vanished) keeps trying to reach or become the owner.
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// A batch smaller than this waits [`LINGER`] for more entries before it is applied.
+/// A batch smaller than this waits up to [`LINGER`] for more entries before it is applied.
 const MAX_BATCH: usize = 4096;
 /// Most bytes of operations a guest sends in one request (frames are limited to `ipc::MAX_FRAME`).
 const GUEST_CHUNK: usize = 32 << 20;
-/// How long the writer waits after waking for more writes to join its batch.
-const LINGER: Duration = Duration::from_micros(500);
+/// How long the writer waits after waking for more writes to join its batch, unless someone
+/// waits for the batch (a flush, a clear, a guest's write, a write whose lock another process
+/// waits for). Large batches matter: each has a fixed cost (a WAL write, a wakeup), and the
+/// keys of a batch applied in order are close together in the memtable, which makes each
+/// insert's search shorter (writer CPU per miss 3.4-3.9 µs with 0.5 ms, 3.0-3.2 µs with 2 ms).
+const LINGER: Duration = Duration::from_millis(2);
 /// Applied writes the writer drops from the pending map per hold of the queue's lock.
 const PENDING_CHUNK: usize = 256;
 
@@ -65,6 +69,8 @@ struct QueueState {
   jobs: Vec<Job>,
   idle: bool,
   closed: bool,
+  /// Someone waits for what is queued: the writer's linger ends now.
+  hurry: bool,
   /// An empty vector with room, for the next batch (see [`JobQueue::recycle`]).
   spare: Vec<Job>,
   /// The latest queued write of each key not applied yet: what reads see first.
@@ -79,13 +85,43 @@ impl JobQueue {
       return None;
     }
     let seq = self.queued.load(Ordering::SeqCst) + 1;
-    q.jobs.push(make(seq));
+    let job = make(seq);
+    // Only a plain write can wait for others to join its batch.
+    let urgent = !matches!(job, Job::Write { unlock: None, .. });
+    q.jobs.push(job);
     self.queued.store(seq, Ordering::SeqCst);
-    if q.idle {
+    if urgent || q.jobs.len() == MAX_BATCH {
+      self.hurry_locked(q);
+    } else if q.idle {
       q.idle = false;
       self.ready.notify_one();
     }
     Some(seq)
+  }
+
+  /// Ends the writer's linger (or the next one), so what is queued is applied at once.
+  fn hurry(&self) {
+    self.hurry_locked(&mut self.state.lock());
+  }
+
+  fn hurry_locked(&self, q: &mut QueueState) {
+    q.hurry = true;
+    q.idle = false;
+    self.ready.notify_one();
+  }
+
+  /// Waits up to [`LINGER`] for more writes to join `jobs`: less once the batch is full, the
+  /// queue closes or someone [hurries](JobQueue::hurry) it.
+  fn linger(&self, jobs: &mut Vec<Job>) {
+    let deadline = Instant::now() + LINGER;
+    let mut q = self.state.lock();
+    while !q.hurry && !q.closed && jobs.len() + q.jobs.len() < MAX_BATCH {
+      if self.ready.wait_until(&mut q, deadline).timed_out() {
+        break;
+      }
+    }
+    q.hurry = false;
+    jobs.append(&mut q.jobs);
   }
 
   /// Waits for jobs and takes them all; `None` once closed and drained.
@@ -111,11 +147,6 @@ impl JobQueue {
     if q.spare.capacity() < jobs.capacity() {
       q.spare = jobs;
     }
-  }
-
-  /// Moves whatever is queued into `jobs`, without waiting (the queue keeps its storage).
-  fn drain_into(&self, jobs: &mut Vec<Job>) {
-    jobs.append(&mut self.state.lock().jobs);
   }
 
   /// Queues a final stop; later pushes are refused.
@@ -802,6 +833,7 @@ impl Inner {
     let target = if sync {
       self.send(|seq| Job::Sync { seq })?
     } else {
+      self.queue.hurry();
       self.queue.queued.load(Ordering::SeqCst)
     };
     self.wait_done(target)
@@ -833,9 +865,8 @@ impl Inner {
     while let Some(mut jobs) = self.queue.take() {
       // Plain writes linger a moment so that the misses that follow join one batch; a
       // flush, clear or close is served at once.
-      if jobs.len() < MAX_BATCH && jobs.iter().all(|j| matches!(j, Job::Write { .. })) {
-        thread::sleep(LINGER);
-        self.queue.drain_into(&mut jobs);
+      if jobs.len() < MAX_BATCH && jobs.iter().all(|j| matches!(j, Job::Write { unlock: None, .. })) {
+        self.queue.linger(&mut jobs);
       }
       let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
       let mut sync = false;
@@ -1421,7 +1452,11 @@ impl Store for DiskStore {
     let seq = if sync {
       self.inner.send(|seq| Job::Sync { seq })?
     } else {
-      self.inner.queue.queued.load(Ordering::SeqCst)
+      let seq = self.inner.queue.queued.load(Ordering::SeqCst);
+      if self.inner.progress.lock().done < seq {
+        self.inner.queue.hurry();
+      }
+      seq
     };
     self.inner.wait_done(seq)
   }
