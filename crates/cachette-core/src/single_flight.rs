@@ -17,7 +17,7 @@ use crate::error::{CoreError, CoreResult};
 pub type OwnerId = u64;
 
 enum State<V> {
-  Running { owner: OwnerId },
+  Running,
   Done(Result<V, CoreError>),
   Abandoned,
 }
@@ -47,9 +47,16 @@ pub enum Claim<V> {
   Follower(Arc<Flight<V>>),
 }
 
+/// A claim in progress: who holds it, and its flight once a waiter needs one (most claims end
+/// with no waiter, and so without an allocation).
+struct Slot<V> {
+  owner: OwnerId,
+  flight: Option<Arc<Flight<V>>>,
+}
+
 /// The table of flights in progress, its keys hashed by `S`.
 pub struct SingleFlight<K, V, S = RandomState> {
-  flights: Mutex<HashMap<K, Arc<Flight<V>>, S>>,
+  flights: Mutex<HashMap<K, Slot<V>, S>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> Default for SingleFlight<K, V, S> {
@@ -66,7 +73,7 @@ impl<V: Clone> Flight<V> {
       match &*state {
         State::Done(r) => return Outcome::Finished(r.clone()),
         State::Abandoned => return Outcome::Abandoned,
-        State::Running { .. } => {}
+        State::Running => {}
       }
       match deadline {
         Some(d) => {
@@ -74,7 +81,7 @@ impl<V: Clone> Flight<V> {
             return match &*state {
               State::Done(r) => Outcome::Finished(r.clone()),
               State::Abandoned => Outcome::Abandoned,
-              State::Running { .. } => Outcome::TimedOut,
+              State::Running => Outcome::TimedOut,
             };
           }
         }
@@ -99,16 +106,16 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
   /// Claims `key` for `owner`, or joins the flight already running for it.
   pub fn claim(&self, key: &K, owner: OwnerId) -> Claim<V> {
     let mut flights = self.flights.lock();
-    if let Some(f) = flights.get(key) {
-      return Claim::Follower(f.clone());
+    if let Some(slot) = flights.get_mut(key) {
+      let flight = slot.flight.get_or_insert_with(|| {
+        Arc::new(Flight {
+          state: Mutex::new(State::Running),
+          done: Condvar::new(),
+        })
+      });
+      return Claim::Follower(flight.clone());
     }
-    flights.insert(
-      key.clone(),
-      Arc::new(Flight {
-        state: Mutex::new(State::Running { owner }),
-        done: Condvar::new(),
-      }),
-    );
+    flights.insert(key.clone(), Slot { owner, flight: None });
     Claim::Leader
   }
 
@@ -140,7 +147,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
     let flight = {
       let mut flights = self.flights.lock();
       match flights.get(key) {
-        Some(f) if matches!(*f.state.lock(), State::Running { owner: o } if o == owner) => {
+        Some(slot) if slot.owner == owner => {
           last();
           flights.remove(key)
         }
@@ -148,8 +155,10 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
       }
     };
     match flight {
-      Some(f) => {
-        f.settle(to);
+      Some(slot) => {
+        if let Some(f) = slot.flight {
+          f.settle(to);
+        }
         true
       }
       None => false,
@@ -163,7 +172,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
       let mut flights = self.flights.lock();
       let keys: Vec<K> = flights
         .iter()
-        .filter(|(_, f)| matches!(*f.state.lock(), State::Running { owner: o } if o == owner))
+        .filter(|(_, slot)| slot.owner == owner)
         .map(|(k, _)| k.clone())
         .collect();
       keys.iter().for_each(&mut last);
@@ -172,7 +181,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
         .filter_map(|k| flights.remove(&k).map(|f| (k, f)))
         .collect::<Vec<_>>()
     };
-    for (_, f) in &gone {
+    for f in gone.iter().filter_map(|(_, slot)| slot.flight.as_ref()) {
       f.settle(State::Abandoned);
     }
     gone.into_iter().map(|(k, _)| k).collect()

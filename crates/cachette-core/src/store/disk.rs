@@ -1319,43 +1319,27 @@ fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
 }
 
 impl DiskStore {
-  /// Checks an envelope read for `digest`: hands a live entry to `sink`, reclaims anything else.
-  fn accept(&self, key: StoreKey, digest: &Digest, raw: &[u8], sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
-    match envelope::open(digest, raw) {
-      Some((times, payload)) if times.freshness(self.inner.clock.now_ms()) != Freshness::Expired => {
-        sink(times, payload);
-        Ok(true)
-      }
-      // Expired, corrupted, foreign or of another format version: a miss, reclaimed now.
-      _ => {
-        self.inner.enqueue_write(key, None, None)?;
-        Ok(false)
-      }
-    }
-  }
-}
-
-impl Store for DiskStore {
-  fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
-    let mut found = None;
-    self.read(ns, digest, &mut |times, payload| {
-      found = Some(Entry {
-        times,
-        payload: payload.to_vec(),
-      })
-    })?;
-    Ok(found)
-  }
-
-  fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+  /// Reads the entry of `digest`, and tells whether this process owned the directory then.
+  fn read_owned(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<(bool, bool)> {
     let key = store_key(ns, digest);
     let conn = self.inner.conn.read();
     let owner = matches!(&*conn, Some(Conn::Owner { .. }));
     // A key the filter rules out is in neither the database nor the queue: a miss, the read
     // before every store, takes no lock.
     if owner && self.inner.present.rules_out(&key) {
-      return Ok(false);
+      return Ok((false, true));
     }
+    Ok((self.read_in(key, digest, conn, sink)?, owner))
+  }
+
+  /// The rest of [`DiskStore::read_owned`], under the connection's read lock `conn`.
+  fn read_in(
+    &self,
+    key: StoreKey,
+    digest: &Digest,
+    conn: parking_lot::RwLockReadGuard<'_, Option<Conn>>,
+    sink: &mut dyn FnMut(Times, &[u8]),
+  ) -> CoreResult<bool> {
     // Taken before the queue is looked at: see `Recent`.
     let seq = self.inner.queue.queued.load(Ordering::SeqCst);
     let ranges = self.inner.ranges_applied.load(Ordering::SeqCst);
@@ -1394,6 +1378,37 @@ impl Store for DiskStore {
     }
   }
 
+  /// Checks an envelope read for `digest`: hands a live entry to `sink`, reclaims anything else.
+  fn accept(&self, key: StoreKey, digest: &Digest, raw: &[u8], sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+    match envelope::open(digest, raw) {
+      Some((times, payload)) if times.freshness(self.inner.clock.now_ms()) != Freshness::Expired => {
+        sink(times, payload);
+        Ok(true)
+      }
+      // Expired, corrupted, foreign or of another format version: a miss, reclaimed now.
+      _ => {
+        self.inner.enqueue_write(key, None, None)?;
+        Ok(false)
+      }
+    }
+  }
+}
+
+impl Store for DiskStore {
+  fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
+    let mut found = None;
+    self.read(ns, digest, &mut |times, payload| {
+      found = Some(Entry {
+        times,
+        payload: payload.to_vec(),
+      })
+    })?;
+    Ok(found)
+  }
+
+  fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
+    self.read_owned(ns, digest, sink).map(|(found, _)| found)
+  }
   fn read_or_lock(
     &self,
     ns: [u8; 8],
@@ -1408,8 +1423,8 @@ impl Store for DiskStore {
     // still holds, and the second read of `lock_and_read` is skipped.
     let is_owner = || matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));
     let queued = self.inner.queue.queued.load(Ordering::SeqCst);
-    let owned = is_owner();
-    if self.read(ns, digest, sink)? {
+    let (found, owned) = self.read_owned(ns, digest, sink)?;
+    if found {
       return Ok(ReadOrLock::Hit);
     }
     let outcome = self.lock(digest, owner, timeout)?;
