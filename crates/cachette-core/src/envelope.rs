@@ -25,7 +25,7 @@ const HAS_EXPIRES: u8 = 2;
 /// Digest bytes an entry repeats: those its store key does not hold.
 const CHECK_LEN: usize = DIGEST_LEN - STORE_KEY_LEN;
 /// Bytes an envelope adds to its payload at least (no stale or expiry time).
-pub const MIN_OVERHEAD: usize = 4 + 8 + CHECK_LEN + 4;
+const MIN_OVERHEAD: usize = 4 + 8 + CHECK_LEN + 4;
 /// "Never" for `stale_at_ms` and `expires_ms`.
 pub const NEVER: u64 = u64::MAX;
 

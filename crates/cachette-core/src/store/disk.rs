@@ -86,8 +86,7 @@ impl JobQueue {
     }
     let seq = self.queued.load(Ordering::SeqCst) + 1;
     let job = make(seq);
-    // Only a plain write can wait for others to join its batch.
-    let urgent = !matches!(job, Job::Write { unlock: None, .. });
+    let urgent = !job.may_linger();
     q.jobs.push(job);
     self.queued.store(seq, Ordering::SeqCst);
     if urgent || q.jobs.len() == MAX_BATCH {
@@ -383,6 +382,13 @@ enum Job {
     seq: u64,
   },
   Stop,
+}
+
+impl Job {
+  /// Only a plain write can wait for others to join its batch: no one waits for it to land.
+  fn may_linger(&self) -> bool {
+    matches!(self, Job::Write { unlock: None, .. })
+  }
 }
 
 #[derive(Default)]
@@ -833,15 +839,18 @@ impl Inner {
     let target = if sync {
       self.send(|seq| Job::Sync { seq })?
     } else {
-      self.queue.hurry();
       self.queue.queued.load(Ordering::SeqCst)
     };
     self.wait_done(target)
   }
 
+  /// Waits until the jobs up to `target` are applied; the writer stops lingering for them.
   fn wait_done(&self, target: u64) -> CoreResult<()> {
     let mut p = self.progress.lock();
     let failed_before = p.last_failed;
+    if p.done < target {
+      self.queue.hurry();
+    }
     while p.done < target {
       if self.queue.is_closed() && p.done < target {
         // Closing: the writer drains the queue before it exits.
@@ -865,7 +874,7 @@ impl Inner {
     while let Some(mut jobs) = self.queue.take() {
       // Plain writes linger a moment so that the misses that follow join one batch; a
       // flush, clear or close is served at once.
-      if jobs.len() < MAX_BATCH && jobs.iter().all(|j| matches!(j, Job::Write { unlock: None, .. })) {
+      if jobs.len() < MAX_BATCH && jobs.iter().all(Job::may_linger) {
         self.queue.linger(&mut jobs);
       }
       let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
@@ -1409,6 +1418,7 @@ impl Store for DiskStore {
   fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
     self.read_owned(ns, digest, sink).map(|(found, _)| found)
   }
+
   fn read_or_lock(
     &self,
     ns: [u8; 8],
@@ -1467,11 +1477,7 @@ impl Store for DiskStore {
     let seq = if sync {
       self.inner.send(|seq| Job::Sync { seq })?
     } else {
-      let seq = self.inner.queue.queued.load(Ordering::SeqCst);
-      if self.inner.progress.lock().done < seq {
-        self.inner.queue.hurry();
-      }
-      seq
+      self.inner.queue.queued.load(Ordering::SeqCst)
     };
     self.inner.wait_done(seq)
   }
