@@ -63,17 +63,22 @@ export declare class NativeStore {
   /**
    * The sync miss path in one call: takes the lock of the digest in `io`, then reads the key
    * again. Returns a payload length (a fresh value is there, copied into `scratch` when it fits;
-   * no lock held), -1 (lock held: compute), -2 (timed out), -3 (another thread finished
-   * without a value) or -4 (another thread failed: `takeError()` has its serialized error).
+   * no lock held) or a [`ClaimState`] below zero (`Failed`: `takeError()` has the error).
    */
   lockAndRead(io: Buffer, scratch: Buffer, owner: number, timeoutMs: number): number
   /** The serialized error of the last `lockAndRead` that returned -4. */
   takeError(): Buffer | null
-  /** Like `lock`, waiting on a helper thread: the JS thread keeps running. */
+  /**
+   * Like `lock`, without blocking the JS thread: a lock nobody holds is taken at once; a
+   * contended one is waited for on the core's pool of waiting threads.
+   */
   lockAsync(io: Uint8Array, owner: number, timeoutMs: number): Promise<LockResult | Failure>
   /** Releases the lock without a value; `error` (serialized) reaches the waiting threads. */
   release(io: Uint8Array, owner: number, error?: Uint8Array | undefined | null): void
-  /** Resolves once every write issued before the call is durable (`sync`: on stable storage). */
+  /**
+   * Resolves once every write issued before the call is durable (`sync`: on stable storage).
+   * The wait runs on the core's pool of waiting threads.
+   */
   flush(sync: boolean): Promise<Failure | null>
   /** Blocks until every write issued before the call is durable. */
   flushSync(sync: boolean): void
@@ -86,8 +91,8 @@ export declare class NativeStore {
 /** What `acquire` found. */
 export interface Acquire {
   /**
-   * 0: a value (`payload`); 1: the caller holds the lease (`lease`); 2: the computation waited
-   * for failed (`error`); 3: `lockTimeout` passed.
+   * A [`ClaimState`]: `Value` (`payload`), `Acquired` (the caller holds the lease, `lease`),
+   * `Failed` (the computation waited for failed, `error`) or `TimedOut`.
    */
   state: number
   payload?: Buffer
@@ -95,6 +100,25 @@ export interface Acquire {
   created?: number
   lease?: number
   error?: Buffer
+}
+
+/**
+ * How a claim of a key's calculation lock ended, as the hot-path functions return it (a value
+ * found is its payload length, 0 and up).
+ */
+export declare const enum ClaimState {
+  /** A value is there (the remote stores' acquire). */
+  Value = 0,
+  /** The caller holds the lock: compute. */
+  Acquired = -1,
+  /** `lockTimeout` passed while another caller held it. */
+  TimedOut = -2,
+  /** Another caller finished without a value. */
+  Settled = -3,
+  /** Another caller failed: its serialized error is to be taken. */
+  Failed = -4,
+  /** No lock applies (stores without locks; never returned by native code). */
+  Unlocked = -5,
 }
 
 /**
@@ -122,8 +146,20 @@ export interface Found {
   created: number
 }
 
-/** Bytes the JS side allocates for `io`. */
+/** Bytes the JS side allocates for `io`, the buffer each call shares with native code. */
 export declare const IO_BYTES: number
+
+/** …and when the entry read was created (an f64, little-endian, ms since the epoch). */
+export declare const IO_CREATED: number
+
+/** Offsets in `io`: the digest fills bytes 0–31, then whether the entry read is not fresh (1)… */
+export declare const IO_FRESHNESS: number
+
+/** …where the payload starts in the bytes `remoteOpen` checked (a u32, little-endian)… */
+export declare const IO_START: number
+
+/** …1 when `readOrLock` found a value stored while it waited for the lock… */
+export declare const IO_WAITED: number
 
 /** The state of a calculation lock request, as JS sees it. */
 export interface LockResult {
@@ -172,3 +208,6 @@ export declare function remoteOpen(handle: number, io: Buffer, bytes: Uint8Array
 
 /** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
 export declare function remoteRef(hold: boolean): void
+
+/** Stops the stores' clock at `ms` (a test of TTL logic), or gives it the system's time again (-1). */
+export declare function setTestTime(ms: number): void

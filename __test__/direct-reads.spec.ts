@@ -4,15 +4,14 @@ import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { threadId, Worker } from 'node:worker_threads'
-import { md5Password, Scram } from '../src-ts/direct-pg'
 import { memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
 import { PG_URL, REDIS_URL, startTlsRedis } from './helpers/servers'
 
 /*
  * Direct reads: a hit on a single Redis server or on PostgreSQL is read over the calling
- * thread's own connection (named `cachette-direct-<pid>-<thread>` on the server), and whenever
- * that connection cannot answer, the core's connection does, with the same results.
+ * thread's own connection (ioredis or pg, named `cachette-direct-<pid>-<thread>` on the server),
+ * and whenever that connection cannot answer, the core's connection does, with the same results.
  */
 
 /** The start of the names of this process's direct connections. */
@@ -288,25 +287,3 @@ test.serial('a URL the direct connection cannot decode leaves hits to the coreâ€
   t.is(await f(1), 'v1')
   t.is(c.calls(), 1)
 })
-
-test('SCRAM-SHA-256 computes the proof and checks the server of RFC 7677â€™s example', (t) => {
-  const s = new Scram('pencil', 'rOprNGfwEbeRWgbNEkqO', 'user')
-  t.is(s.first, 'n,,n=user,r=rOprNGfwEbeRWgbNEkqO')
-  const serverFirst = 'r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096'
-  t.is(
-    s.final(serverFirst),
-    'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=',
-  )
-  t.true(s.verify('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4='))
-  t.false(s.verify('v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4='))
-  // A server nonce that does not extend ours is refused.
-  t.is(new Scram('pencil', 'abc').final('r=xyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096'), null)
-})
-
-test('the MD5 password message is md5(md5(password + user) + salt)', (t) => {
-  t.is(md5Password('postgres', 'secret', Buffer.from([1, 2, 3, 4])), 'md5' + MD5_EXPECTED)
-})
-
-// Computed independently: python3 -c "import hashlib; i=hashlib.md5(b'secretpostgres').hexdigest();
-// print(hashlib.md5(i.encode()+bytes([1,2,3,4])).hexdigest())"
-const MD5_EXPECTED = 'bb41a296aab6baccb36ff243a562abff'

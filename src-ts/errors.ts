@@ -12,6 +12,7 @@
  * | `ERR_STORE_LOCKED` | another process owns the disk directory and did not answer within 10 s |
  * | `ERR_CLOSED` | the memoized function or cache was closed |
  * | `ERR_COMPUTATION_FAILED` | another thread's computation failed and its error could not be rebuilt |
+ * | `ERR_INVALID_ARGUMENT` | the native addon was called with arguments it refuses (a bug in cachette; please report it) |
  */
 export const errorCodes = {
   ERR_UNKEYABLE_ARGUMENT: 'ERR_UNKEYABLE_ARGUMENT',
@@ -23,6 +24,7 @@ export const errorCodes = {
   ERR_STORE_LOCKED: 'ERR_STORE_LOCKED',
   ERR_CLOSED: 'ERR_CLOSED',
   ERR_COMPUTATION_FAILED: 'ERR_COMPUTATION_FAILED',
+  ERR_INVALID_ARGUMENT: 'ERR_INVALID_ARGUMENT',
 } as const
 
 /** One of {@link errorCodes}. */
@@ -56,21 +58,17 @@ export function closedError(namespace: string): CachetteError {
   )
 }
 
-/** Turns an error thrown by the native addon into a {@link CachetteError}, keeping it as `cause`. */
+/**
+ * Turns an error of the native addon into a {@link CachetteError}, keeping it as `cause`: a
+ * thrown error and an asynchronous operation's `{ code, message }` both carry the core's code.
+ * An error without a known code (a bug, or the runtime's own) is `ERR_BACKEND_IO`.
+ */
 export function fromNative(e: unknown): CachetteError {
   if (e instanceof CachetteError) return e
-  // The addon puts the code in front of the message ("ERR_LOCK_TIMEOUT: waited …"); async
-  // operations hand back plain `{ code, message }` objects.
-  const err = e as { code?: unknown; message?: unknown }
-  let message = typeof err?.message === 'string' ? err.message : String(e)
-  let code: string | undefined = typeof err?.code === 'string' ? err.code : undefined
-  const m = /^(ERR_[A-Z_]+): ([\s\S]*)$/.exec(message)
-  if (m) {
-    code = m[1]
-    message = m[2]
-  }
-  const known = code !== undefined && code in errorCodes ? (code as CachetteErrorCode) : 'ERR_BACKEND_IO'
-  return new CachetteError(known, message, { cause: e })
+  const err = e as { code?: unknown; message?: unknown } | null
+  const message = typeof err?.message === 'string' ? err.message : String(e)
+  const code = typeof err?.code === 'string' && err.code in errorCodes ? (err.code as CachetteErrorCode) : 'ERR_BACKEND_IO'
+  return new CachetteError(code, message, { cause: e })
 }
 
 /** The error of a result the serializer could not encode (it is returned, not stored). */

@@ -1,9 +1,8 @@
-import { memoryImplementation } from './memory'
-import { plainImplementation } from './memory-plain'
+import { openStore, PlainBackend } from './backends'
+import { Engine } from './engine'
+import { methodsOf } from './methods'
 import { resolveOptions, toMs } from './options'
 import type { CallOptions, MemoizeOptions } from './options'
-import { remoteImplementation } from './remote'
-import { storedImplementation } from './stored'
 import type { AnyFn, Implementation, Memoized, RemoteMemoized, ResolvedCallOptions, Stats } from './types'
 import { isPromiseLike } from './types'
 
@@ -55,6 +54,7 @@ function passthrough<F extends AnyFn>(fn: F): Implementation<F> {
       return fn.apply(self, args as unknown[])
     },
     stats,
+    remote: false,
     methods: {
       clearOwn() {},
       size: () => 0,
@@ -95,17 +95,22 @@ export function memoize<F extends AnyFn>(
   if (typeof fn !== 'function') throw new TypeError('memoize() takes a function')
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object if specified')
   const o = resolveOptions(fn.name, { ...defaults, ...(options as MemoizeOptions<never[]>) })
-  const remote = o.backend === 'redis' || o.backend === 'sql'
-  const impl: Implementation<F> = !enabled
-    ? passthrough(fn)
-    : remote
-      ? remoteImplementation(fn, o)
-      : o.backend === 'disk' || o.shared
-        ? storedImplementation(fn, o)
-        : o.ttl === Infinity && o.maxEntries === undefined && o.maxBytes === undefined && o.maxValueBytes === undefined
-          ? plainImplementation(fn, o)
-          : memoryImplementation(fn, o)
-  const { call, stats, methods } = impl
+  let impl: Implementation<F>
+  if (enabled) {
+    const engine = new Engine(fn, o, () => openStore(o))
+    const call = (self: unknown, args: ArrayLike<unknown>, co: ResolvedCallOptions | undefined) =>
+      engine.call(self, args, co) as ReturnType<F>
+    const store = engine.store
+    impl = {
+      call,
+      // The memory hit path of a plain cache answers before the engine (see memory-plain.ts).
+      fast: store instanceof PlainBackend && o.key === undefined ? store.fastPath<F>(call, engine.stats) : undefined,
+      methods: methodsOf(engine),
+      stats: engine.stats,
+      remote: !engine.sync,
+    }
+  } else impl = passthrough(fn)
+  const { call, stats, methods, remote } = impl
   const memoized = (impl.fast ??
     function (this: unknown) {
       // eslint-disable-next-line prefer-rest-params

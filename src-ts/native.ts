@@ -50,15 +50,10 @@ export const storeGetHashed = hot.storeGetHashed
 export const storeReadOrLock = hot.storeReadOrLock
 export const storePut = hot.storePut
 export const storePutAndRelease = hot.storePutAndRelease
-/** Bytes of the `io` buffer shared with native calls. */
-export const IO_BYTES = binding.IO_BYTES
-/** Offsets inside `io`: the digest fills bytes 0–31. */
-export const IO_FRESHNESS = 32
-/** 1 when `readOrLock` found a value stored while it waited for the lock. */
-export const IO_WAITED = 33
-/** Where the payload starts in bytes checked by `Remote.open` (a u32). */
-export const IO_START = 36
-export const IO_CREATED = 40
+/** The layout of the `io` buffer shared with native calls, as the binding defines it (see its docs). */
+export const { IO_BYTES, IO_FRESHNESS, IO_WAITED, IO_START, IO_CREATED } = binding
+/** How a claim of a calculation lock ended, as native calls report it. */
+export { ClaimState } from '../index'
 
 /** This thread's owner id: its calculation locks are released if the thread dies. */
 export const OWNER: number = binding.registerOwner()

@@ -1,5 +1,9 @@
 import { homedir, platform } from 'node:os'
 import { join } from 'node:path'
+import type { EntryTimes } from './backends/store'
+import { now } from './clock'
+
+export { now }
 
 /** A duration: milliseconds, or a string such as `'500ms'`, `'90s'`, `'10m'`, `'1h'`, `'2d'`. */
 export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`
@@ -340,13 +344,19 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
   }
 }
 
+/** The one object {@link entryTimes} fills (a write runs on every miss: no allocation). */
+const times: EntryTimes = { staleAt: -1, expires: -1, now: 0 }
+
 /**
- * Times of an entry stored now, as the native stores take them: `[staleAt, expires, now]` in ms
- * since the epoch, -1 for never.
+ * Times of an entry stored now, as stores take them: stale and expiry times in ms since the
+ * epoch (-1 for never), and now. A reused object: valid until the next call.
  */
-export function entryTimes(o: Pick<ResolvedOptions, 'ttl' | 'grace'>): [number, number, number] {
-  const now = Date.now()
-  return [staleAtOf(o, now), expiresOf(o, now), now]
+export function entryTimes(o: Pick<ResolvedOptions, 'ttl' | 'grace'>): EntryTimes {
+  const t = now()
+  times.staleAt = staleAtOf(o, t)
+  times.expires = expiresOf(o, t)
+  times.now = t
+  return times
 }
 
 /** When an entry stored at `now` turns stale (ms since the epoch), or -1 for never. */

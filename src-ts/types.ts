@@ -91,10 +91,12 @@ export interface RemoteMethods<F extends AnyFn> {
   readonly dependents: Set<{ clear(): unknown }>
 }
 
-/** Internal: what a backend implementation supplies to `memoize()`. */
-export interface Implementation<F extends AnyFn> {
+/** Internal: what `memoize()` builds a memoized function of. */
+export interface Implementation<F extends AnyFn = AnyFn> {
   call(self: unknown, args: ArrayLike<unknown>, options: ResolvedCallOptions | undefined): ReturnType<F>
   fast?: F
+  /** Every call and method answers with a Promise (redis, sql). */
+  remote: boolean
   methods: Omit<MemoizedMethods<F>, 'with' | 'uncached' | 'refresh' | 'dependents' | 'clear' | 'stats'> & {
     clearOwn(): void
     size(): number

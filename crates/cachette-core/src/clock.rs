@@ -1,6 +1,6 @@
 //! Wall-clock time in milliseconds, injectable so TTL tests need no sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,4 +47,45 @@ impl Clock for ManualClock {
 /// The shared system clock, as a trait object.
 pub fn system() -> Arc<dyn Clock> {
   Arc::new(SystemClock)
+}
+
+/// The time [`process`] reports instead of the system's, or -1: set by [`set_test_time`].
+static TEST_TIME: AtomicI64 = AtomicI64::new(-1);
+
+/// The clock of the stores a process opens through the binding: the system clock, unless a
+/// test stopped it with [`set_test_time`] (so a JS test of TTL logic moves time in the core too).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessClock;
+
+impl Clock for ProcessClock {
+  fn now_ms(&self) -> u64 {
+    match TEST_TIME.load(Ordering::Relaxed) {
+      t if t >= 0 => t as u64,
+      _ => SystemClock.now_ms(),
+    }
+  }
+}
+
+/// The process clock, as a trait object.
+pub fn process() -> Arc<dyn Clock> {
+  Arc::new(ProcessClock)
+}
+
+/// Stops the [`ProcessClock`] at `ms`, or gives it the system's time again (`None`). For tests.
+pub fn set_test_time(ms: Option<u64>) {
+  TEST_TIME.store(ms.map_or(-1, |m| m.min(i64::MAX as u64) as i64), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn the_process_clock_follows_a_test_time_and_then_the_system_again() {
+    set_test_time(Some(1234));
+    assert_eq!(ProcessClock.now_ms(), 1234);
+    set_test_time(None);
+    let now = SystemClock.now_ms();
+    assert!(ProcessClock.now_ms() >= now);
+  }
 }

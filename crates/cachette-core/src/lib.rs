@@ -6,12 +6,17 @@
 //! * [`single_flight`]: in-process single flight with moka's `get_with` contract.
 //! * [`store`]: the store trait and its backends.
 //! * [`file_lock`]: kernel byte-range locks for cross-process calculation locks.
+//! * [`owners`]: who holds calculation locks, and releasing a gone owner's locks everywhere.
+//! * [`blocking`]: the pool of threads that blocking waits run on.
+//! * [`clock`]: the injectable clock every entry time is judged by.
 
+pub mod blocking;
 pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod file_lock;
 pub mod key;
+pub mod owners;
 pub mod shard_map;
 pub mod single_flight;
 pub mod store;

@@ -6,18 +6,18 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::thread::LocalKey;
 
-use napi::Result;
+use napi::Error;
 
 use cachette_core::CoreError;
 
-use crate::{coded, invalid};
+use crate::{coded, invalid, Code};
 
 /// One thread's open objects by handle. Slots are never reused: a handle kept after `close()`
 /// names no other object.
 pub type Table<T> = RefCell<Vec<Option<Arc<T>>>>;
 
 /// The object of `handle` in this thread's `table`, or `ERR_CLOSED`.
-pub fn get<T>(table: &'static LocalKey<Table<T>>, handle: u32) -> Result<Arc<T>> {
+pub fn get<T>(table: &'static LocalKey<Table<T>>, handle: u32) -> Result<Arc<T>, Error<Code>> {
   table
     .with(|t| t.borrow().get(handle as usize).cloned().flatten())
     .ok_or_else(|| coded(CoreError::Closed))
@@ -32,8 +32,8 @@ impl Slot {
   pub fn handle<T>(
     &mut self,
     table: &'static LocalKey<Table<T>>,
-    make: impl FnOnce() -> Result<Arc<T>>,
-  ) -> Result<u32> {
+    make: impl FnOnce() -> Result<Arc<T>, Error<Code>>,
+  ) -> Result<u32, Error<Code>> {
     if let Some(slot) = self.0 {
       return Ok(slot);
     }

@@ -4,8 +4,7 @@
 #![deny(clippy::all)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -13,68 +12,108 @@ use napi::Env;
 use napi_derive::napi;
 use parking_lot::Mutex;
 
+use cachette_core::clock::{self, Clock};
 use cachette_core::envelope::{Freshness, Times, NEVER};
 use cachette_core::key::{Digest, Keyspace, DIGEST_LEN};
 use cachette_core::shard_map::Bounds;
 use cachette_core::store::disk::{DiskStore, Role};
 use cachette_core::store::memory::SharedMemory;
 use cachette_core::store::{Claimed, LockOutcome, ReadOrLock, Store};
-use cachette_core::CoreError;
+use cachette_core::{blocking, owners, CoreError};
 
 mod handles;
 pub mod raw;
 pub mod remote;
 
-/// Errors carry the core's stable code in front of the message (`ERR_X: ...`);
-/// `src-ts/errors.ts` turns them into `CachetteError`s with that `code`.
-fn coded(e: CoreError) -> Error {
-  Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
+/// The status of every error this binding throws: the core's stable code (`ERR_LOCK_TIMEOUT`),
+/// which JS reads as `error.code`.
+pub struct Code(&'static str);
+
+impl AsRef<str> for Code {
+  fn as_ref(&self) -> &str {
+    self.0
+  }
 }
 
-fn invalid(msg: &str) -> Error {
-  Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT: {msg}"))
+/// The error of a core failure, its code as the JS `code`.
+fn coded(e: CoreError) -> Error<Code> {
+  Error::new(Code(e.code()), e.to_string())
 }
 
-/// Every store this process opened, so a dying worker's claims can be released in all of them.
-fn open_stores() -> &'static Mutex<Vec<Weak<dyn Store>>> {
-  static S: OnceLock<Mutex<Vec<Weak<dyn Store>>>> = OnceLock::new();
-  S.get_or_init(Default::default)
+/// A call the TypeScript layer should never make (a short buffer, a wrong type).
+fn invalid(msg: &str) -> Error<Code> {
+  Error::new(Code("ERR_INVALID_ARGUMENT"), msg.to_owned())
+}
+
+/// A Node-API failure (creating a promise, a callback): the runtime, not the cache.
+fn napi_failure(e: Error) -> Error<Code> {
+  Error::new(Code("ERR_BACKEND_IO"), e.reason.clone())
 }
 
 /// A fresh id for the calling thread's JS environment. When that environment is torn down
 /// (a terminated worker), every calculation lock it held is released so a waiter takes over.
 #[napi]
-pub fn register_owner(env: Env) -> Result<u32> {
-  static NEXT: AtomicU32 = AtomicU32::new(1);
-  let id = NEXT.fetch_add(1, Ordering::Relaxed);
-  env.add_env_cleanup_hook(id, |id| {
-    let stores: Vec<Arc<dyn Store>> = open_stores().lock().iter().filter_map(Weak::upgrade).collect();
-    for s in stores {
-      s.release_owner(u64::from(id));
-    }
-  })?;
-  Ok(id)
+pub fn register_owner(env: Env) -> Result<u32, Code> {
+  let id = owners::next_owner();
+  env
+    .add_env_cleanup_hook(id, owners::release_everywhere)
+    .map_err(napi_failure)?;
+  u32::try_from(id).map_err(|_| invalid("too many JS threads"))
 }
 
-/// Layout of the `io` buffer shared with JS: the digest, then what the last read found.
-const IO_FRESHNESS: usize = DIGEST_LEN;
-/// 1 when `readOrLock` found a value stored while it waited for the lock.
-const IO_WAITED: usize = DIGEST_LEN + 1;
-/// Where the payload starts in the bytes `remoteOpen` checked (a u32, little-endian).
-const IO_START: usize = 36;
-const IO_CREATED: usize = 40;
-/// Bytes the JS side allocates for `io`.
+/// Stops the stores' clock at `ms` (a test of TTL logic), or gives it the system's time again (-1).
+#[napi]
+pub fn set_test_time(ms: f64) {
+  clock::set_test_time((ms >= 0.0).then_some(ms as u64));
+}
+
+/// Bytes the JS side allocates for `io`, the buffer each call shares with native code.
 #[napi]
 pub const IO_BYTES: u32 = 48;
+/// Offsets in `io`: the digest fills bytes 0–31, then whether the entry read is not fresh (1)…
+#[napi]
+pub const IO_FRESHNESS: u32 = DIGEST_LEN as u32;
+/// …1 when `readOrLock` found a value stored while it waited for the lock…
+#[napi]
+pub const IO_WAITED: u32 = DIGEST_LEN as u32 + 1;
+/// …where the payload starts in the bytes `remoteOpen` checked (a u32, little-endian)…
+#[napi]
+pub const IO_START: u32 = 36;
+/// …and when the entry read was created (an f64, little-endian, ms since the epoch).
+#[napi]
+pub const IO_CREATED: u32 = 40;
 
-fn digest_of(io: &[u8]) -> Result<Digest> {
+const FRESHNESS_AT: usize = IO_FRESHNESS as usize;
+const WAITED_AT: usize = IO_WAITED as usize;
+const START_AT: usize = IO_START as usize;
+const CREATED_AT: usize = IO_CREATED as usize;
+
+/// How a claim of a key's calculation lock ended, as the hot-path functions return it (a value
+/// found is its payload length, 0 and up).
+#[napi]
+pub enum ClaimState {
+  /// A value is there (the remote stores' acquire).
+  Value = 0,
+  /// The caller holds the lock: compute.
+  Acquired = -1,
+  /// `lockTimeout` passed while another caller held it.
+  TimedOut = -2,
+  /// Another caller finished without a value.
+  Settled = -3,
+  /// Another caller failed: its serialized error is to be taken.
+  Failed = -4,
+  /// No lock applies (stores without locks; never returned by native code).
+  Unlocked = -5,
+}
+
+fn digest_of(io: &[u8]) -> Result<Digest, Code> {
   io.get(..DIGEST_LEN)
     .and_then(|d| d.try_into().ok())
     .ok_or_else(|| invalid("io buffer too small"))
 }
 
 /// Hashes encoded arguments with `keyspace` into the digest bytes of `io`.
-fn hash_into(keyspace: &Keyspace, key: &[u8], io: &mut [u8]) -> Result<()> {
+fn hash_into(keyspace: &Keyspace, key: &[u8], io: &mut [u8]) -> Result<(), Code> {
   io.get_mut(..DIGEST_LEN)
     .ok_or_else(|| invalid("io buffer too small"))?
     .copy_from_slice(&keyspace.digest_encoded(key));
@@ -91,15 +130,14 @@ fn times(stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Times {
 }
 
 fn now_ms() -> u64 {
-  use cachette_core::clock::{Clock, SystemClock};
-  SystemClock.now_ms()
+  clock::ProcessClock.now_ms()
 }
 
 /// Records what a read found in `io` and copies the payload into `scratch` when it fits.
 /// Returns the payload length.
 fn copy_found(io: &mut [u8], scratch: &mut [u8], now: u64, times: Times, payload: &[u8]) -> i64 {
-  io[IO_FRESHNESS] = u8::from(times.freshness(now) != Freshness::Fresh);
-  io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(times.created_ms as f64).to_le_bytes());
+  io[FRESHNESS_AT] = u8::from(times.freshness(now) != Freshness::Fresh);
+  io[CREATED_AT..CREATED_AT + 8].copy_from_slice(&(times.created_ms as f64).to_le_bytes());
   if let Some(dst) = scratch.get_mut(..payload.len()) {
     dst.copy_from_slice(payload);
   }
@@ -142,7 +180,7 @@ fn failure(e: CoreError) -> Failure {
 
 /// Opens the disk cache directory `path` for `namespace`.
 #[napi]
-pub fn open_disk(path: String, namespace: String) -> Result<NativeStore> {
+pub fn open_disk(path: String, namespace: String) -> Result<NativeStore, Code> {
   let disk = DiskStore::open(&PathBuf::from(path)).map_err(coded)?;
   Ok(NativeStore::new(disk.clone(), Some(disk), &namespace))
 }
@@ -154,7 +192,7 @@ pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Optio
     max_entries: max_entries.map(|n| n as usize),
     max_bytes: max_bytes.map(|n| n as usize),
   };
-  let store = SharedMemory::open(&namespace, bounds, cachette_core::clock::system());
+  let store = SharedMemory::open(&namespace, bounds, clock::process());
   NativeStore::new(store, None, &namespace)
 }
 
@@ -172,14 +210,14 @@ thread_local! {
   static HOT: handles::Table<Hot> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn hot(handle: u32) -> Result<Arc<Hot>> {
+fn hot(handle: u32) -> Result<Arc<Hot>, Code> {
   handles::get(&HOT, handle)
 }
 
 impl Hot {
   /// Reads the entry of the digest in `io`, copying its payload into `scratch` when it fits.
   /// Returns the payload length (larger than `scratch`: nothing copied, call `getBuffer`), or -1.
-  fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
+  fn read_into(&self, io: &mut [u8], scratch: &mut [u8]) -> Result<i64, Code> {
     let d = digest_of(io)?;
     let now = now_ms();
     let mut len = -1i64;
@@ -192,30 +230,31 @@ impl Hot {
 
   /// The result code of a claim for JS (see `lockAndRead`); `len` is the length of a value found.
   fn claimed_code(&self, claimed: Claimed, len: i64) -> i64 {
-    match claimed {
-      Claimed::Value => len,
-      Claimed::Acquired => -1,
-      Claimed::TimedOut => -2,
-      Claimed::Settled(None) => -3,
+    let state = match claimed {
+      Claimed::Value => return len,
+      Claimed::Acquired => ClaimState::Acquired,
+      Claimed::TimedOut => ClaimState::TimedOut,
+      Claimed::Settled(None) => ClaimState::Settled,
       Claimed::Settled(Some(e)) => {
         *self.failure.lock() = Some(e);
-        -4
+        ClaimState::Failed
       }
-    }
+    };
+    state as i64
   }
 }
 
 /// Hashes `key` into `io`, then reads its entry into `scratch`: returns the payload length,
 /// or -1 on a miss. A length above `scratch.length` means nothing was copied: call `getBuffer`.
 /// `io` also receives whether the entry is stale and when it was created.
-fn store_get(handle: u32, key: &[u8], io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
+fn store_get(handle: u32, key: &[u8], io: &mut [u8], scratch: &mut [u8]) -> Result<i64, Code> {
   let h = hot(handle)?;
   hash_into(&h.keyspace, key, io)?;
   h.read_into(io, scratch)
 }
 
 /// Like `storeGet`, for the digest already in `io`.
-fn store_get_hashed(handle: u32, io: &mut [u8], scratch: &mut [u8]) -> Result<i64> {
+fn store_get_hashed(handle: u32, io: &mut [u8], scratch: &mut [u8]) -> Result<i64, Code> {
   hot(handle)?.read_into(io, scratch)
 }
 
@@ -229,7 +268,7 @@ fn store_read_or_lock(
   scratch: &mut [u8],
   owner: u32,
   timeout_ms: f64,
-) -> Result<i64> {
+) -> Result<i64, Code> {
   let h = hot(handle)?;
   hash_into(&h.keyspace, key, io)?;
   let d = digest_of(io)?;
@@ -242,7 +281,7 @@ fn store_read_or_lock(
       len = copy_found(io, scratch, now, t, p)
     })
     .map_err(coded)?;
-  io[IO_WAITED] = u8::from(matches!(r, ReadOrLock::Claimed(Claimed::Value)));
+  io[WAITED_AT] = u8::from(matches!(r, ReadOrLock::Claimed(Claimed::Value)));
   Ok(match r {
     ReadOrLock::Hit => len,
     ReadOrLock::Claimed(c) => h.claimed_code(c, len),
@@ -250,7 +289,14 @@ fn store_read_or_lock(
 }
 
 /// Stores `payload` for the digest in `io` (write-behind on disk).
-fn store_put(handle: u32, io: &[u8], payload: &[u8], stale_at_ms: f64, expires_ms: f64, now_ms: f64) -> Result<()> {
+fn store_put(
+  handle: u32,
+  io: &[u8],
+  payload: &[u8],
+  stale_at_ms: f64,
+  expires_ms: f64,
+  now_ms: f64,
+) -> Result<(), Code> {
   let h = hot(handle)?;
   let d = digest_of(io)?;
   h.store
@@ -267,7 +313,7 @@ fn store_put_and_release(
   expires_ms: f64,
   now_ms: f64,
   owner: u32,
-) -> Result<()> {
+) -> Result<(), Code> {
   let h = hot(handle)?;
   let d = digest_of(io)?;
   h.store
@@ -291,10 +337,7 @@ pub struct NativeStore {
 
 impl NativeStore {
   fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
-    let mut stores = open_stores().lock();
-    stores.retain(|w| w.strong_count() > 0);
-    stores.push(Arc::downgrade(&store));
-    drop(stores);
+    owners::register(&store);
     let keyspace = Keyspace::new(namespace);
     let ns = keyspace.id();
     NativeStore {
@@ -309,11 +352,11 @@ impl NativeStore {
     }
   }
 
-  fn hot(&self) -> Result<&Arc<Hot>> {
+  fn hot(&self) -> Result<&Arc<Hot>, Code> {
     self.hot.as_ref().ok_or_else(|| coded(CoreError::Closed))
   }
 
-  fn store(&self) -> Result<&Arc<dyn Store>> {
+  fn store(&self) -> Result<&Arc<dyn Store>, Code> {
     Ok(&self.hot()?.store)
   }
 }
@@ -328,21 +371,21 @@ impl Drop for NativeStore {
 impl NativeStore {
   /// Hashes the canonical key bytes into `io`'s digest.
   #[napi]
-  pub fn hash(&self, key: &[u8], mut io: BufferSlice) -> Result<()> {
+  pub fn hash(&self, key: &[u8], mut io: BufferSlice) -> Result<(), Code> {
     hash_into(&self.hot()?.keyspace, key, &mut io)
   }
 
   /// This store's handle for the hot-path functions (`storeGet` and the others), valid in this
   /// JS thread until `close()`.
   #[napi]
-  pub fn handle(&mut self) -> Result<u32> {
+  pub fn handle(&mut self) -> Result<u32, Code> {
     let hot = self.hot.clone();
     self.slot.handle(&HOT, || hot.ok_or_else(|| coded(CoreError::Closed)))
   }
 
   /// Reads the entry of the digest in `io` as a new Buffer (payloads too large for `scratch`).
   #[napi]
-  pub fn get_buffer(&self, mut io: BufferSlice) -> Result<Option<Buffer>> {
+  pub fn get_buffer(&self, mut io: BufferSlice) -> Result<Option<Buffer>, Code> {
     let d = digest_of(&io)?;
     let h = self.hot()?;
     let e = h.store.get(h.ns, &d).map_err(coded)?;
@@ -354,7 +397,7 @@ impl NativeStore {
 
   /// Removes the entry of the digest in `io`; true if there was one.
   #[napi]
-  pub fn delete(&self, io: &[u8]) -> Result<bool> {
+  pub fn delete(&self, io: &[u8]) -> Result<bool, Code> {
     let d = digest_of(io)?;
     let h = self.hot()?;
     h.store.delete(h.ns, &d).map_err(coded)
@@ -362,21 +405,21 @@ impl NativeStore {
 
   /// Removes every entry of this namespace.
   #[napi]
-  pub fn clear(&self) -> Result<()> {
+  pub fn clear(&self) -> Result<(), Code> {
     let h = self.hot()?;
     h.store.clear(h.ns).map_err(coded)
   }
 
   /// Number of entries of this namespace.
   #[napi]
-  pub fn size(&self) -> Result<f64> {
+  pub fn size(&self) -> Result<f64, Code> {
     let h = self.hot()?;
     Ok(h.store.len(h.ns).map_err(coded)? as f64)
   }
 
   /// Takes the calculation lock of the digest in `io`, blocking up to `timeout_ms`.
   #[napi]
-  pub fn lock(&self, io: &[u8], owner: u32, timeout_ms: f64) -> Result<LockResult> {
+  pub fn lock(&self, io: &[u8], owner: u32, timeout_ms: f64) -> Result<LockResult, Code> {
     let d = digest_of(io)?;
     let o = self
       .store()?
@@ -387,8 +430,7 @@ impl NativeStore {
 
   /// The sync miss path in one call: takes the lock of the digest in `io`, then reads the key
   /// again. Returns a payload length (a fresh value is there, copied into `scratch` when it fits;
-  /// no lock held), -1 (lock held: compute), -2 (timed out), -3 (another thread finished
-  /// without a value) or -4 (another thread failed: `takeError()` has its serialized error).
+  /// no lock held) or a [`ClaimState`] below zero (`Failed`: `takeError()` has the error).
   #[napi]
   pub fn lock_and_read(
     &self,
@@ -396,7 +438,7 @@ impl NativeStore {
     mut scratch: BufferSlice,
     owner: u32,
     timeout_ms: f64,
-  ) -> Result<i64> {
+  ) -> Result<i64, Code> {
     let d = digest_of(&io)?;
     let now = now_ms();
     let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
@@ -417,41 +459,46 @@ impl NativeStore {
     self.hot.as_ref()?.failure.lock().take().map(Buffer::from)
   }
 
-  /// Like `lock`, waiting on a helper thread: the JS thread keeps running.
+  /// Like `lock`, without blocking the JS thread: a lock nobody holds is taken at once; a
+  /// contended one is waited for on the core's pool of waiting threads.
   #[napi(ts_return_type = "Promise<LockResult | Failure>")]
-  pub fn lock_async<'env>(&self, env: &'env Env, io: &[u8], owner: u32, timeout_ms: f64) -> Result<Object<'env>> {
+  pub fn lock_async<'env>(&self, env: &'env Env, io: &[u8], owner: u32, timeout_ms: f64) -> Result<Object<'env>, Code> {
     let d = digest_of(io)?;
-    let store = self.hot.as_ref().map(|h| h.store.clone());
-    let (deferred, promise) = env.create_deferred()?;
-    std::thread::spawn(move || {
-      let r = match store {
-        Some(s) => s.lock(&d, u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64)),
-        None => Err(CoreError::Closed),
-      };
+    let store = self.store()?.clone();
+    let (deferred, promise) = env.create_deferred().map_err(napi_failure)?;
+    let (owner, timeout) = (u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64));
+    let settle = move |r: cachette_core::CoreResult<LockOutcome>| {
       deferred.resolve(move |_env| {
         Ok(match r {
           Ok(o) => Either::A(lock_result(o)),
           Err(e) => Either::B(failure(e)),
         })
-      });
-    });
+      })
+    };
+    match store.lock(&d, owner, Duration::ZERO) {
+      Ok(LockOutcome::TimedOut) if !timeout.is_zero() => {
+        blocking::spawn(move || settle(store.lock(&d, owner, timeout)))
+      }
+      r => settle(r),
+    }
     Ok(promise)
   }
 
   /// Releases the lock without a value; `error` (serialized) reaches the waiting threads.
   #[napi]
-  pub fn release(&self, io: &[u8], owner: u32, error: Option<&[u8]>) -> Result<()> {
+  pub fn release(&self, io: &[u8], owner: u32, error: Option<&[u8]>) -> Result<(), Code> {
     let d = digest_of(io)?;
     self.store()?.release(&d, u64::from(owner), error.map(<[u8]>::to_vec));
     Ok(())
   }
 
   /// Resolves once every write issued before the call is durable (`sync`: on stable storage).
+  /// The wait runs on the core's pool of waiting threads.
   #[napi(ts_return_type = "Promise<Failure | null>")]
-  pub fn flush<'env>(&self, env: &'env Env, sync: bool) -> Result<Object<'env>> {
+  pub fn flush<'env>(&self, env: &'env Env, sync: bool) -> Result<Object<'env>, Code> {
     let store = self.hot.as_ref().map(|h| h.store.clone());
-    let (deferred, promise) = env.create_deferred()?;
-    std::thread::spawn(move || {
+    let (deferred, promise) = env.create_deferred().map_err(napi_failure)?;
+    blocking::spawn(move || {
       let r = store.map_or(Ok(()), |s| s.flush(sync));
       deferred.resolve(move |_env| Ok(r.err().map(failure)));
     });
@@ -460,7 +507,7 @@ impl NativeStore {
 
   /// Blocks until every write issued before the call is durable.
   #[napi]
-  pub fn flush_sync(&self, sync: bool) -> Result<()> {
+  pub fn flush_sync(&self, sync: bool) -> Result<(), Code> {
     match &self.hot {
       Some(h) => h.store.flush(sync).map_err(coded),
       None => Ok(()),

@@ -15,7 +15,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use crate::IO_BYTES;
+use crate::{Code, IO_BYTES};
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
@@ -70,7 +70,7 @@ struct Args<const N: usize> {
 impl<const N: usize> Args<N> {
   /// # Safety
   /// `env` and `info` must be those Node-API passed to the running callback.
-  unsafe fn read(env: sys::napi_env, info: sys::napi_callback_info) -> Result<Self> {
+  unsafe fn read(env: sys::napi_env, info: sys::napi_callback_info) -> Result<Self, Code> {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
     let status = sys::napi_get_cb_info(
@@ -87,7 +87,7 @@ impl<const N: usize> Args<N> {
     Ok(Args { env, argv })
   }
 
-  fn u32(&self, i: usize) -> Result<u32> {
+  fn u32(&self, i: usize) -> Result<u32, Code> {
     let mut v = 0u32;
     // SAFETY: argv[i] is a live value of this call.
     let status = unsafe { sys::napi_get_value_uint32(self.env, self.argv[i], &mut v) };
@@ -97,7 +97,7 @@ impl<const N: usize> Args<N> {
     Ok(v)
   }
 
-  fn f64(&self, i: usize) -> Result<f64> {
+  fn f64(&self, i: usize) -> Result<f64, Code> {
     let mut v = 0f64;
     // SAFETY: argv[i] is a live value of this call.
     let status = unsafe { sys::napi_get_value_double(self.env, self.argv[i], &mut v) };
@@ -108,7 +108,7 @@ impl<const N: usize> Args<N> {
   }
 
   /// The bytes of the Uint8Array (or Buffer) argument `i`, as a pointer and length.
-  fn bytes(&self, i: usize) -> Result<(*mut u8, usize)> {
+  fn bytes(&self, i: usize) -> Result<(*mut u8, usize), Code> {
     let mut kind = sys::TypedarrayType::int8_array;
     let mut len = 0usize;
     let mut data = ptr::null_mut();
@@ -139,7 +139,7 @@ impl<const N: usize> Args<N> {
 }
 
 /// Refuses buffers of one call that overlap when one of them (`mutable[i]`) is written to.
-fn disjoint(parts: &[(*mut u8, usize)], mutable: &[bool]) -> Result<()> {
+fn disjoint(parts: &[(*mut u8, usize)], mutable: &[bool]) -> Result<(), Code> {
   for (i, &(a, alen)) in parts.iter().enumerate() {
     for (j, &(b, blen)) in parts.iter().enumerate().skip(i + 1) {
       let overlap = (a as usize) < (b as usize) + blen && (b as usize) < (a as usize) + alen;
@@ -164,20 +164,25 @@ unsafe fn slice_mut<'a>((p, len): (*mut u8, usize)) -> &'a mut [u8] {
   std::slice::from_raw_parts_mut(p, len)
 }
 
-fn io_checked(io: (*mut u8, usize)) -> Result<(*mut u8, usize)> {
+fn io_checked(io: (*mut u8, usize)) -> Result<(*mut u8, usize), Code> {
   if io.1 < IO_BYTES as usize {
     return Err(crate::invalid("io buffer too small"));
   }
   Ok(io)
 }
 
-/// Runs `body` and turns its result (or a panic) into what the callback returns.
+/// Runs `body` and turns its result (or a panic) into what the callback returns: a thrown
+/// error carries its code as the JS `code`.
 ///
 /// # Safety
 /// `env` must be the running callback's.
-unsafe fn finish(env: sys::napi_env, body: impl FnOnce() -> Result<Option<f64>>) -> sys::napi_value {
-  let outcome = catch_unwind(AssertUnwindSafe(body))
-    .unwrap_or_else(|_| Err(Error::from_reason("ERR_BACKEND_IO: internal error in the cache core")));
+unsafe fn finish(env: sys::napi_env, body: impl FnOnce() -> Result<Option<f64>, Code>) -> sys::napi_value {
+  let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+    Err(Error::new(
+      Code("ERR_BACKEND_IO"),
+      "internal error in the cache core".to_owned(),
+    ))
+  });
   let mut out = ptr::null_mut();
   match outcome {
     Ok(Some(n)) => {
@@ -188,7 +193,8 @@ unsafe fn finish(env: sys::napi_env, body: impl FnOnce() -> Result<Option<f64>>)
     }
     Err(e) => {
       let msg = CString::new(e.reason.replace('\0', " ")).unwrap_or_default();
-      sys::napi_throw_error(env, ptr::null::<c_char>(), msg.as_ptr());
+      let code = CString::new(e.status.as_ref()).unwrap_or_default();
+      sys::napi_throw_error(env, code.as_ptr().cast::<c_char>(), msg.as_ptr());
       return ptr::null_mut();
     }
   }
@@ -196,7 +202,7 @@ unsafe fn finish(env: sys::napi_env, body: impl FnOnce() -> Result<Option<f64>>)
 }
 
 /// The first `len` bytes of `bytes` (a key encoded at the start of a reused buffer).
-fn prefix((p, len): (*mut u8, usize), n: u32) -> Result<(*mut u8, usize)> {
+fn prefix((p, len): (*mut u8, usize), n: u32) -> Result<(*mut u8, usize), Code> {
   let n = n as usize;
   if n > len {
     return Err(crate::invalid("key length beyond its buffer"));

@@ -23,8 +23,8 @@ use cachette_core::key::Keyspace;
 use cachette_core::store::remote::{runtime, Acquired, DirectRead, Lease, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
-use crate::{coded, digest_of, failure, hash_into, invalid, now_ms, times, Failure};
-use crate::{IO_CREATED, IO_FRESHNESS, IO_START};
+use crate::{coded, digest_of, failure, hash_into, invalid, napi_failure, now_ms, times, ClaimState, Code, Failure};
+use crate::{CREATED_AT, FRESHNESS_AT, START_AT};
 
 /// What a request resolves with.
 pub enum Done {
@@ -59,19 +59,20 @@ thread_local! {
 /// Registers this JS thread's completion callback `([id, result]) => void`. It does not keep the
 /// event loop alive by itself: [`remote_ref`] holds it while requests are pending.
 #[napi(ts_args_type = "callback: (done: [id: number, result: unknown]) => void")]
-pub fn remote_completions(callback: Function<(u32, Done), ()>) -> Result<()> {
+pub fn remote_completions(callback: Function<(u32, Done), ()>) -> Result<(), Code> {
   let tsfn: Completions = callback
     .build_threadsafe_function::<(u32, Done)>()
     .callee_handled::<false>()
     .weak::<true>()
-    .build()?;
+    .build()
+    .map_err(napi_failure)?;
   COMPLETIONS.with(|c| *c.borrow_mut() = Some(Arc::new(tsfn)));
   Ok(())
 }
 
 /// Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go.
 #[napi]
-pub fn remote_ref(env: Env, hold: bool) -> Result<()> {
+pub fn remote_ref(env: Env, hold: bool) -> Result<(), Code> {
   COMPLETIONS.with(|c| {
     let Some(t) = c.borrow().clone() else { return Ok(()) };
     // SAFETY: called on the JS thread that created the function, which is still alive.
@@ -85,10 +86,10 @@ pub fn remote_ref(env: Env, hold: bool) -> Result<()> {
     if status == napi::sys::Status::napi_ok {
       Ok(())
     } else {
-      Err(Error::new(
+      Err(napi_failure(Error::new(
         Status::from(status),
         "cannot (un)ref the completion function",
-      ))
+      )))
     }
   })
 }
@@ -99,7 +100,7 @@ fn settle<T: Send + 'static>(
   id: u32,
   fut: impl Future<Output = CoreResult<T>> + Send + 'static,
   done: impl FnOnce(T) -> Done + Send + 'static,
-) -> Result<()> {
+) -> Result<(), Code> {
   let tsfn = COMPLETIONS
     .with(|c| c.borrow().clone())
     .ok_or_else(|| invalid("remoteCompletions() was not called on this thread"))?;
@@ -116,9 +117,9 @@ fn settle<T: Send + 'static>(
 /// What `acquire` found.
 #[napi(object)]
 pub struct Acquire {
-  /// 0: a value (`payload`); 1: the caller holds the lease (`lease`); 2: the computation waited
-  /// for failed (`error`); 3: `lockTimeout` passed.
-  pub state: u32,
+  /// A [`ClaimState`]: `Value` (`payload`), `Acquired` (the caller holds the lease, `lease`),
+  /// `Failed` (the computation waited for failed, `error`) or `TimedOut`.
+  pub state: i32,
   pub payload: Option<Buffer>,
   pub fresh: Option<bool>,
   pub created: Option<f64>,
@@ -154,19 +155,19 @@ thread_local! {
   static HOT: handles::Table<RemoteHot> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn hot(handle: u32) -> Result<Arc<RemoteHot>> {
+fn hot(handle: u32) -> Result<Arc<RemoteHot>, Code> {
   handles::get(&HOT, handle)
 }
 
 /// Hashes an encoded argument list into `io` (the digest fills bytes 0–31).
 #[napi]
-pub fn remote_hash(handle: u32, key: &[u8], mut io: BufferSlice) -> Result<()> {
+pub fn remote_hash(handle: u32, key: &[u8], mut io: BufferSlice) -> Result<(), Code> {
   hash_into(&hot(handle)?.keyspace, key, &mut io)
 }
 
 /// Reads the entry of the digest in `io`: request `id` completes with it, or `null` when absent.
 #[napi]
-pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<()> {
+pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<(), Code> {
   let d = digest_of(io)?;
   let s = hot(handle)?.store.clone();
   settle(id, async move { s.get(&d).await }, |found| {
@@ -182,17 +183,17 @@ pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<()> {
 /// where its payload ends, with its start, freshness and creation time in `io`; or -1 when the
 /// bytes are no entry of this key (a miss).
 #[napi]
-pub fn remote_open(handle: u32, mut io: BufferSlice, bytes: &[u8]) -> Result<i64> {
+pub fn remote_open(handle: u32, mut io: BufferSlice, bytes: &[u8]) -> Result<i64, Code> {
   let d = digest_of(&io)?;
-  if io.len() < IO_CREATED + 8 {
+  if io.len() < CREATED_AT + 8 {
     return Err(invalid("io buffer too small"));
   }
   let Some((t, range)) = hot(handle)?.store.open_read(&d, bytes) else {
     return Ok(-1);
   };
-  io[IO_FRESHNESS] = u8::from(t.freshness(now_ms()) != Freshness::Fresh);
-  io[IO_START..IO_START + 4].copy_from_slice(&(range.start as u32).to_le_bytes());
-  io[IO_CREATED..IO_CREATED + 8].copy_from_slice(&(t.created_ms as f64).to_le_bytes());
+  io[FRESHNESS_AT] = u8::from(t.freshness(now_ms()) != Freshness::Fresh);
+  io[START_AT..START_AT + 4].copy_from_slice(&(range.start as u32).to_le_bytes());
+  io[CREATED_AT..CREATED_AT + 8].copy_from_slice(&(t.created_ms as f64).to_le_bytes());
   Ok(range.end as i64)
 }
 
@@ -218,7 +219,7 @@ static NEXT_LEASE: AtomicU32 = AtomicU32::new(1);
 /// The JS view of an acquire; a held lease is kept here and named by an id.
 fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
   let none = Acquire {
-    state: 3,
+    state: ClaimState::TimedOut as i32,
     payload: None,
     fresh: None,
     created: None,
@@ -227,7 +228,7 @@ fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
   };
   match a {
     Acquired::Value(t, payload) => Acquire {
-      state: 0,
+      state: ClaimState::Value as i32,
       fresh: Some(t.freshness(now_ms()) == Freshness::Fresh),
       created: Some(t.created_ms as f64),
       payload: Some(payload.into()),
@@ -237,13 +238,13 @@ fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
       let id = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
       leases.lock().insert(id, l);
       Acquire {
-        state: 1,
+        state: ClaimState::Acquired as i32,
         lease: Some(id),
         ..none
       }
     }
     Acquired::Failed(e) => Acquire {
-      state: 2,
+      state: ClaimState::Failed as i32,
       error: Some(e.into()),
       ..none
     },
@@ -254,7 +255,7 @@ fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
 /// Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
 /// key prefix or the SQL table. Nothing is contacted until the first operation.
 #[napi]
-pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: String) -> Result<NativeRemote> {
+pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: String) -> Result<NativeRemote, Code> {
   let keyspace = Keyspace::new(&namespace);
   let spec = ServerSpec { urls, cluster, prefix };
   let store = RemoteStore::open(&spec, keyspace.id()).map_err(coded)?;
@@ -272,14 +273,14 @@ fn ms(x: f64) -> Duration {
 
 #[napi]
 impl NativeRemote {
-  fn store(&self) -> Result<Arc<RemoteStore>> {
+  fn store(&self) -> Result<Arc<RemoteStore>, Code> {
     self.store.clone().ok_or_else(|| coded(CoreError::Closed))
   }
 
   /// This namespace's handle for `remoteHash` and `remoteGet`, valid in this JS thread until
   /// `close()`.
   #[napi]
-  pub fn handle(&mut self) -> Result<u32> {
+  pub fn handle(&mut self) -> Result<u32, Code> {
     let store = self.store.clone();
     let keyspace = self.keyspace.clone();
     self.slot.handle(&HOT, || {
@@ -292,7 +293,7 @@ impl NativeRemote {
 
   /// How entries may be read from the JS thread, or `null` (only through the core).
   #[napi]
-  pub fn direct_read(&self) -> Result<Option<Direct>> {
+  pub fn direct_read(&self) -> Result<Option<Direct>, Code> {
     Ok(self.store()?.direct_read().map(|d| match d {
       DirectRead::Redis { url, key_prefix } => Direct {
         kind: "redis".into(),
@@ -313,7 +314,7 @@ impl NativeRemote {
 
   /// The miss path: the entry, or the key's lease, or the error of the computation waited for.
   #[napi]
-  pub fn acquire(&self, id: u32, io: &[u8], lease_ms: f64, timeout_ms: f64, force: bool) -> Result<()> {
+  pub fn acquire(&self, id: u32, io: &[u8], lease_ms: f64, timeout_ms: f64, force: bool) -> Result<(), Code> {
     let d = digest_of(io)?;
     let s = self.store()?;
     let leases = self.leases.clone();
@@ -335,7 +336,7 @@ impl NativeRemote {
     stale_at_ms: f64,
     expires_ms: f64,
     now: f64,
-  ) -> Result<()> {
+  ) -> Result<(), Code> {
     let s = self.store()?;
     let l = self.leases.lock().remove(&lease);
     let t = times(stale_at_ms, expires_ms, now);
@@ -354,7 +355,7 @@ impl NativeRemote {
 
   /// Releases the lease without a value; `error` (serialized) reaches the callers waiting for it.
   #[napi]
-  pub fn abort(&self, id: u32, lease: u32, error: Option<Buffer>, lease_ms: f64) -> Result<()> {
+  pub fn abort(&self, id: u32, lease: u32, error: Option<Buffer>, lease_ms: f64) -> Result<(), Code> {
     let s = self.store()?;
     let l = self.leases.lock().remove(&lease);
     let error = error.map(|e| e.to_vec());
@@ -373,7 +374,15 @@ impl NativeRemote {
 
   /// Stores a payload without a lease.
   #[napi]
-  pub fn put(&self, id: u32, io: &[u8], payload: Buffer, stale_at_ms: f64, expires_ms: f64, now: f64) -> Result<()> {
+  pub fn put(
+    &self,
+    id: u32,
+    io: &[u8],
+    payload: Buffer,
+    stale_at_ms: f64,
+    expires_ms: f64,
+    now: f64,
+  ) -> Result<(), Code> {
     let d = digest_of(io)?;
     let s = self.store()?;
     let t = times(stale_at_ms, expires_ms, now);
@@ -383,7 +392,7 @@ impl NativeRemote {
 
   /// Removes the entry (and lease) of the digest in `io`; resolves whether an entry was there.
   #[napi]
-  pub fn delete(&self, id: u32, io: &[u8]) -> Result<()> {
+  pub fn delete(&self, id: u32, io: &[u8]) -> Result<(), Code> {
     let d = digest_of(io)?;
     let s = self.store()?;
     settle(id, async move { s.delete(&d).await }, Done::Bool)
@@ -391,21 +400,21 @@ impl NativeRemote {
 
   /// Removes every entry and lease of the namespace.
   #[napi]
-  pub fn clear(&self, id: u32) -> Result<()> {
+  pub fn clear(&self, id: u32) -> Result<(), Code> {
     let s = self.store()?;
     settle(id, async move { s.clear().await }, |()| Done::Nothing)
   }
 
   /// Removes every lease of the namespace; resolves how many there were.
   #[napi]
-  pub fn clear_locks(&self, id: u32) -> Result<()> {
+  pub fn clear_locks(&self, id: u32) -> Result<(), Code> {
     let s = self.store()?;
     settle(id, async move { s.clear_locks().await }, |n| Done::Number(n as f64))
   }
 
   /// Entries of the namespace that have not expired.
   #[napi]
-  pub fn size(&self, id: u32) -> Result<()> {
+  pub fn size(&self, id: u32) -> Result<(), Code> {
     let s = self.store()?;
     settle(id, async move { s.len().await }, |n| Done::Number(n as f64))
   }

@@ -1,8 +1,10 @@
 //! The `shared: true` memory store: one [`ShardMap`] per namespace per process, shared by every
-//! worker thread, with cross-thread calculation locks.
+//! worker thread, with cross-thread calculation locks. A namespace's store lives as long as the
+//! process (its entries within their bounds and ttl), whoever holds a handle: a worker pool that
+//! recycles its workers keeps its cache.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -21,25 +23,27 @@ pub struct SharedMemory {
   flights: SingleFlight<Digest, (), DigestHashing>,
 }
 
-fn registry() -> &'static Mutex<HashMap<String, Weak<SharedMemory>>> {
-  static R: OnceLock<Mutex<HashMap<String, Weak<SharedMemory>>>> = OnceLock::new();
+/// Every namespace's store, held for the life of the process.
+fn registry() -> &'static Mutex<HashMap<String, Arc<SharedMemory>>> {
+  static R: OnceLock<Mutex<HashMap<String, Arc<SharedMemory>>>> = OnceLock::new();
   R.get_or_init(Default::default)
 }
 
 impl SharedMemory {
   /// The store of `namespace` in this process, created with `bounds` by its first opener;
-  /// later openers share it (their bounds are ignored).
+  /// later openers share it (their bounds are ignored). It is never dropped: its entries outlive
+  /// every handle, as long as their bounds and ttl allow.
   pub fn open(namespace: &str, bounds: Bounds, clock: Arc<dyn Clock>) -> Arc<SharedMemory> {
-    let mut r = registry().lock();
-    if let Some(s) = r.get(namespace).and_then(Weak::upgrade) {
-      return s;
-    }
-    let s = Arc::new(SharedMemory {
-      map: ShardMap::new(bounds, clock),
-      flights: SingleFlight::new(),
-    });
-    r.insert(namespace.to_owned(), Arc::downgrade(&s));
-    s
+    registry()
+      .lock()
+      .entry(namespace.to_owned())
+      .or_insert_with(|| {
+        Arc::new(SharedMemory {
+          map: ShardMap::new(bounds, clock),
+          flights: SingleFlight::new(),
+        })
+      })
+      .clone()
   }
 }
 
@@ -124,6 +128,15 @@ mod tests {
     assert_eq!(b.get([0; 8], &[1; 32]).unwrap().unwrap().payload, b"v");
     let c = SharedMemory::open("mem-test-c", Bounds::default(), Arc::new(SystemClock));
     assert!(c.get([0; 8], &[1; 32]).unwrap().is_none());
+  }
+
+  #[test]
+  fn entries_outlive_every_handle_of_the_namespace() {
+    let s = SharedMemory::open("mem-test-outlive", Bounds::default(), Arc::new(SystemClock));
+    s.put([0; 8], &[2; 32], b"kept", Times::forever(0)).unwrap();
+    drop(s);
+    let again = SharedMemory::open("mem-test-outlive", Bounds::default(), Arc::new(SystemClock));
+    assert_eq!(again.get([0; 8], &[2; 32]).unwrap().unwrap().payload, b"kept");
   }
 
   #[test]

@@ -1,0 +1,254 @@
+import { now } from '../clock'
+import { attached, detachments, findObject, prune, rootOf, UNDECIDED } from '../key-trie'
+import type { Node } from '../key-trie'
+import { INT_LIMIT, KeyRouter } from '../key-router'
+import type { Container } from '../key-router'
+import type { Counters } from '../engine'
+import type { AnyFn } from '../types'
+import { ClaimState } from './store'
+import type { Claim, EntryTimes, Found, Store } from './store'
+
+/*
+ * The `memory` store when nothing expires and nothing is bounded (no ttl, maxEntries, maxBytes
+ * or maxValueBytes): values sit directly in their containers, with no entry object around them,
+ * so a hit is one lookup and a miss one store. Non-negative integer keys index an array; other
+ * lone primitives key a Map; plain objects and arrays walk the key trie; anything else is keyed
+ * by its canonical encoding. A pending Promise is the value itself, and callers share it.
+ *
+ * `fastPath` answers the hits of one number, string or plain-object argument before any other
+ * code runs: a call into the engine costs more than a whole hit here (a fast-memoize hit is about
+ * 30 ns), so this one path is specialised; everything else, misses included, goes to the engine.
+ */
+
+/** Stands for a cached `undefined` (an absent slot reads as `undefined`). */
+const UNDEF = Object.freeze({ cachette: 'undefined' })
+const UNLOCKED: Claim = Object.freeze({ state: ClaimState.Unlocked })
+
+/** Where a key's value lives, kept across a computation: `src` walks the path again if it was pruned. */
+export interface PlainLoc {
+  c: Container
+  key: unknown
+  src: ArrayLike<unknown>
+  root: Node
+  detachments: number
+}
+
+export class PlainBackend implements Store<KeyRouter | PlainLoc> {
+  readonly sync = true
+  readonly holdsPending = true
+  readonly router = new KeyRouter(true)
+  private count = 0
+  /** Pending Promises: when each started, and where it is stored. */
+  private readonly pending = new Map<unknown, { started: number; c: Container; k: unknown }>()
+  /**
+   * Creation times for `with({ maxAge })`, recorded once such a view exists (misses stay cheap
+   * until then): integer keys in an array, the rest per container. An entry stored before has
+   * an unknown age, bounded by the time of the first store since the last clear.
+   */
+  private tracking = false
+  private firstWrite = 0
+  private intsAt: number[] = []
+  private timesOf = new WeakMap<Container, Map<unknown, number>>()
+  private src: ArrayLike<unknown> = []
+  private readonly found: Found = { value: undefined, fresh: true, created: 0, wasPromise: false, pending: false }
+
+  key(args: ArrayLike<unknown>): KeyRouter {
+    // A miss stores under this key: walking it into being now spares a second walk.
+    this.router.route(args, true)
+    this.src = args
+    return this.router
+  }
+
+  private containerOf(k: KeyRouter | PlainLoc): Container | null {
+    return k === this.router ? this.router.container : (k as PlainLoc).c
+  }
+
+  private keyOf(k: KeyRouter | PlainLoc): unknown {
+    return k === this.router ? this.router.key : (k as PlainLoc).key
+  }
+
+  keep(k: KeyRouter | PlainLoc): PlainLoc {
+    if (k !== this.router) return k as PlainLoc
+    const r = this.router
+    return { c: r.target(), key: r.key, src: this.src, root: r.root, detachments }
+  }
+
+  id(k: KeyRouter | PlainLoc): string {
+    const c = this.containerOf(k)
+    const key = this.keyOf(k)
+    return `p${typeof key}:${String(key)}:${c === this.router.ints ? 'i' : c === this.router.prim ? 'p' : 'o'}`
+  }
+
+  same(a: KeyRouter | PlainLoc, b: KeyRouter | PlainLoc): boolean {
+    return this.containerOf(a) === this.containerOf(b) && this.keyOf(a) === this.keyOf(b)
+  }
+
+  private get(c: Container, k: unknown): unknown {
+    return Array.isArray(c) ? c[k as number] : c.get(k)
+  }
+
+  read(k: KeyRouter | PlainLoc): Found | undefined {
+    const c = this.containerOf(k)
+    const key = this.keyOf(k)
+    const v = c === null ? undefined : this.get(c, key)
+    if (v === undefined) return undefined
+    const f = this.found
+    const p = this.pending.size === 0 ? undefined : this.pending.get(v)
+    f.value = v === UNDEF ? undefined : v
+    f.pending = p !== undefined
+    f.created = p !== undefined ? p.started : this.tracking ? this.createdAt(c!, key) : this.firstWrite
+    return f
+  }
+
+  private createdAt(c: Container, k: unknown): number {
+    return (Array.isArray(c) ? this.intsAt[k as number] : this.timesOf.get(c)?.get(k)) ?? this.firstWrite
+  }
+
+  lock(): Claim {
+    return UNLOCKED
+  }
+
+  /** The container to store `loc` in now: its path walked again if a nested call pruned it, or null after a clear. */
+  private place(loc: PlainLoc): Container | null {
+    const r = this.router
+    if ((loc.detachments === detachments && loc.root === r.root) || !r.isTrie(loc.c) || attached(loc.c as Node, r.root))
+      return loc.c
+    // The function ran this memoized function again and a call that failed inside pruned the
+    // path; or it cleared the cache, whose entries are then no place for this result.
+    if (rootOf(loc.c as Node) !== r.root) return null
+    r.route(loc.src, true)
+    loc.c = r.target()
+    loc.key = r.key
+    return loc.c
+  }
+
+  write(k: KeyRouter | PlainLoc, value: unknown, _wasPromise: boolean, t: EntryTimes, _c?: Claim, pending = false): void {
+    const loc = this.keep(k)
+    const c = this.place(loc)
+    if (c === null) return
+    if (pending) this.pending.set(value, { started: t.now, c, k: loc.key })
+    this.put(c, loc.key, value === undefined ? UNDEF : value, t.now)
+  }
+
+  settle(k: PlainLoc, p: PromiseLike<unknown>): void {
+    // After a clear() the Promise is no longer pending here: its old slot must not be touched.
+    this.pending.delete(p)
+    if (this.tracking && this.get(k.c, k.key) === p) this.stamp(k.c, k.key, now())
+  }
+
+  forget(k: PlainLoc, p: PromiseLike<unknown>): void {
+    if (this.pending.delete(p) && this.get(k.c, k.key) === p) this.erase(k.c, k.key)
+  }
+
+  abandon(k: PlainLoc): void {
+    // The miss walked its trie path into being: take it away again if nothing else uses it.
+    if (this.router.isTrie(k.c) && this.get(k.c, k.key) === undefined) prune(k.c as Node, k.key)
+  }
+
+  private put(c: Container, k: unknown, v: unknown, t: number): void {
+    if (this.get(c, k) === undefined) this.count++
+    if (this.firstWrite === 0) this.firstWrite = t
+    if (Array.isArray(c)) c[k as number] = v
+    else c.set(k, v)
+    if (this.tracking) this.stamp(c, k, t)
+  }
+
+  private stamp(c: Container, k: unknown, t: number): void {
+    if (Array.isArray(c)) this.intsAt[k as number] = t
+    else {
+      let times = this.timesOf.get(c)
+      if (times === undefined) this.timesOf.set(c, (times = new Map()))
+      times.set(k, t)
+    }
+  }
+
+  private erase(c: Container, k: unknown): boolean {
+    const v = this.get(c, k)
+    if (v === undefined) return false
+    this.count--
+    this.pending.delete(v)
+    if (Array.isArray(c)) delete c[k as number]
+    else {
+      if (this.router.isTrie(c)) prune(c as Node, k)
+      else c.delete(k)
+      this.timesOf.get(c)?.delete(k)
+    }
+    return true
+  }
+
+  delete(k: KeyRouter | PlainLoc): boolean {
+    const c = this.containerOf(k)
+    return c !== null && this.erase(c, this.keyOf(k))
+  }
+
+  clear(): void {
+    this.router.reset()
+    this.pending.clear()
+    this.intsAt = []
+    this.timesOf = new WeakMap()
+    this.firstWrite = 0
+    this.count = 0
+  }
+
+  size(): number {
+    return this.count
+  }
+
+  release(): void {}
+
+  clearLocks(): void {
+    for (const [, p] of [...this.pending]) this.erase(p.c, p.k)
+  }
+
+  trackAge(): void {
+    this.tracking = true
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve()
+  }
+
+  close(): Promise<void> {
+    this.clear()
+    return Promise.resolve()
+  }
+
+  /**
+   * The hit path of one number, string or plain-object argument with no key function: the
+   * memoized function itself. Anything it does not answer goes to `call`.
+   */
+  fastPath<F extends AnyFn>(call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown, stats: Counters): F {
+    const { router, pending } = this
+    const prim = router.prim
+    return function (this: unknown, a?: unknown) {
+      if (arguments.length === 1 && pending.size === 0) {
+        if (typeof a === 'number') {
+          if (a >>> 0 === a && a < INT_LIMIT && (a !== 0 || 1 / a > 0)) {
+            const v = (router.ints as unknown[])[a]
+            if (v !== undefined) {
+              stats.hits++
+              return v === UNDEF ? undefined : v
+            }
+          }
+        } else if (typeof a === 'string') {
+          const v = prim.get(a)
+          if (v !== undefined) {
+            stats.hits++
+            return v === UNDEF ? undefined : v
+          }
+        } else if (typeof a === 'object' && a !== null) {
+          const proto = Object.getPrototypeOf(a)
+          if (proto === Object.prototype || proto === null) {
+            const v = findObject(router.root, a as Record<string, unknown>)
+            if (v !== UNDECIDED) {
+              stats.hits++
+              return v === UNDEF ? undefined : v
+            }
+          }
+        }
+      }
+      // eslint-disable-next-line prefer-rest-params -- no array allocation on the hot path
+      return call(this, arguments, undefined)
+    } as unknown as F
+  }
+}
