@@ -34,7 +34,7 @@ pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
         return Ok(conn);
       }
     } else {
-      match DB::open(&db_options(), dir) {
+      match DB::open(&db_options(inner.clock.clone()), dir) {
         Ok(db) => {
           let db = Arc::new(db);
           let server = Server::start(inner, db.clone())?;

@@ -14,7 +14,8 @@
 //! * Calculation locks: in-process single flight, then a kernel byte-range lock that the kernel
 //!   drops if its holder dies. The byte-range lock is released only after the value is applied,
 //!   so the next holder, in any process, reads it.
-//! * TTL is checked on every read; a compaction filter reclaims expired entries.
+//! * TTL is checked on every read; a compaction filter reclaims expired entries. Both judge
+//!   time by the clock the store was opened with ([`DiskStore::open_with_clock`]).
 
 mod contract;
 mod directory;
@@ -44,7 +45,7 @@ use std::thread::{self, JoinHandle};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{ReadOptions, DB};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::error::{CoreError, CoreResult};
 use crate::file_lock::FileLocks;
 use crate::key::{Digest, DigestHashing};
@@ -124,17 +125,27 @@ impl DiskStore {
   /// directory, a damaged database that cannot be set aside); `StoreLocked` when another
   /// process owns it and did not answer within ten seconds.
   pub fn open(path: &Path) -> CoreResult<Arc<DiskStore>> {
+    Self::open_with_clock(path, crate::clock::system())
+  }
+
+  /// [`DiskStore::open`] with the clock that judges entry times: every read's, and the
+  /// compaction filter's that reclaims expired entries. A handle already live for the directory
+  /// is returned as it is, with the clock it was opened with.
+  ///
+  /// # Errors
+  /// As [`DiskStore::open`].
+  pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> CoreResult<Arc<DiskStore>> {
     let real = prepare_dir(path)?;
     let mut reg = registry().lock();
     if let Some(s) = reg.get(&real).and_then(Weak::upgrade) {
       return Ok(s);
     }
-    let store = Arc::new(Self::start(real.clone())?);
+    let store = Arc::new(Self::start(real.clone(), clock)?);
     reg.insert(real, Arc::downgrade(&store));
     Ok(store)
   }
 
-  fn start(path: PathBuf) -> CoreResult<DiskStore> {
+  fn start(path: PathBuf, clock: Arc<dyn Clock>) -> CoreResult<DiskStore> {
     let locks = FileLocks::open(&path.join(".locks"))?;
     let inner = Arc::new(Inner {
       path,
@@ -151,7 +162,7 @@ impl DiskStore {
       locks,
       shared_locks: AtomicBool::new(false),
       flights: SingleFlight::new(),
-      clock: Arc::new(SystemClock),
+      clock,
       write_errors: AtomicU64::new(0),
       read_options: {
         let mut ro = ReadOptions::default();

@@ -1,9 +1,11 @@
-//! RocksDB's options and how its errors read. The compaction filter reclaims only entries whose
-//! envelope says they are expired (or that are not envelopes at all).
+//! RocksDB's options and how its errors read. The compaction filter judges expiry by the
+//! store's clock, the one reads judge by, so it never reclaims an entry a read would return.
+
+use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, Cache, CompactionDecision, DBCompressionType, Options};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::envelope::{self, Freshness};
 
 pub(super) fn is_lock_error(e: &rocksdb::Error) -> bool {
@@ -20,7 +22,7 @@ pub(super) fn is_info_log_race(e: &rocksdb::Error) -> bool {
   s.contains("No such file or directory") && s.contains("LOG")
 }
 
-pub(super) fn db_options() -> Options {
+pub(super) fn db_options(clock: Arc<dyn Clock>) -> Options {
   // Keys share their first 8 bytes (the namespace), so each memtable insert starts from where
   // the previous one of its namespace went, a search of O(log distance) instead of a descent
   // from the skip list's top: a batch is applied in key order, so the distance is short. (This
@@ -56,7 +58,7 @@ pub(super) fn db_options() -> Options {
   table.set_bloom_filter(10.0, false);
   table.set_block_cache(&Cache::new_lru_cache(32 << 20));
   o.set_block_based_table_factory(&table);
-  let clock = SystemClock;
+  // Judged by the store's clock, the one its reads judge by.
   o.set_compaction_filter(
     "cachette-expired",
     move |_level, _key, value| match envelope::peek_times(value) {

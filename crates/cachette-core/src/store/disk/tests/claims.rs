@@ -80,7 +80,7 @@ fn an_owner_alone_skips_byte_range_locks_and_takes_them_for_its_claims_when_a_gu
   );
   other.unlock(&digest(1));
   // A guest joins: the claim in progress takes its byte before the guest's first answer.
-  let guest = DiskStore::start(fs::canonicalize(dir.path()).unwrap()).unwrap();
+  let guest = DiskStore::start(fs::canonicalize(dir.path()).unwrap(), crate::clock::system()).unwrap();
   assert_eq!(guest.role(), Role::Guest);
   assert!(!other.try_lock(&digest(1)).unwrap());
   assert_eq!(

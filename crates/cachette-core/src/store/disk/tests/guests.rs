@@ -13,7 +13,7 @@ fn a_second_opener_in_another_process_role_works_through_the_owner() {
   let dir = crate::test_dir::TempDir::new();
   let owner = DiskStore::open(dir.path()).unwrap();
   owner.put(NS, &digest(1), b"from-owner", Times::forever(1)).unwrap();
-  let guest = DiskStore::start(fs::canonicalize(dir.path()).unwrap()).unwrap();
+  let guest = DiskStore::start(fs::canonicalize(dir.path()).unwrap(), crate::clock::system()).unwrap();
   assert_eq!(guest.role(), Role::Guest);
   assert_eq!(guest.get(NS, &digest(1)).unwrap().unwrap().payload, b"from-owner");
   guest.put(NS, &digest(2), b"from-guest", Times::forever(1)).unwrap();
