@@ -1,3 +1,6 @@
+//! Recent entries keep within their byte budget and refuse what a read found once a write
+//! overtook it.
+
 use std::sync::Arc;
 
 use super::*;
