@@ -14,7 +14,6 @@ use std::time::Duration;
 
 #[cfg(feature = "disk")]
 pub mod disk;
-pub mod ipc;
 pub mod memory;
 #[cfg(feature = "remote")]
 pub mod remote;

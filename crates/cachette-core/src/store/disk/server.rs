@@ -1,0 +1,183 @@
+//! The owner's side of the socket: a guest's writes go through the owner's own queue, so they
+//! are ordered with the owner's writes, and locks are shared before a guest's first answer.
+
+use std::fs;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rocksdb::DB;
+
+use super::directory::socket_path;
+use super::ipc::{self, Cursor, WriteOp};
+use super::layout::StoreKey;
+use super::queue::Job;
+use super::read::count_local;
+use super::writer::apply_local;
+use super::{unavailable, Inner};
+use crate::error::{CoreError, CoreResult};
+
+/// The owner's side: accepts guests and answers their requests.
+pub(super) struct Server {
+  socket: PathBuf,
+  stop: Arc<AtomicBool>,
+  peers: Arc<Mutex<Vec<UnixStream>>>,
+  listener_fd: i32,
+}
+
+impl Server {
+  pub(super) fn start(inner: &Arc<Inner>, db: Arc<DB>) -> CoreResult<Server> {
+    let socket = socket_path(&inner.path);
+    // We hold the LOCK, so any socket file left here belongs to a dead owner.
+    let _ = fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| unavailable(&inner.path, format!("owner socket: {e}")))?;
+    #[cfg(unix)]
+    {
+      use std::os::unix::fs::PermissionsExt;
+      let _ = fs::set_permissions(&socket, fs::Permissions::from_mode(0o600));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let peers: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+    let weak = Arc::downgrade(inner);
+    // Server threads hold the database weakly: closing the store closes RocksDB at once,
+    // whatever those threads are doing.
+    let db = Arc::downgrade(&db);
+    let (stop2, peers2) = (stop.clone(), peers.clone());
+    let listener_fd = {
+      use std::os::unix::io::AsRawFd;
+      listener.as_raw_fd()
+    };
+    thread::Builder::new()
+      .name("cachette-disk-owner".into())
+      .spawn(move || {
+        for stream in listener.incoming() {
+          if stop2.load(Ordering::SeqCst) {
+            break;
+          }
+          let Ok(stream) = stream else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+          };
+          if let Ok(clone) = stream.try_clone() {
+            peers2.lock().push(clone);
+          }
+          // Before the guest's first request is answered: from now on it may contend.
+          if let Some(inner) = weak.upgrade() {
+            inner.share_locks();
+          }
+          let (weak, db) = (weak.clone(), db.clone());
+          let _ = thread::Builder::new()
+            .name("cachette-disk-guest".into())
+            .spawn(move || serve(weak, db, stream));
+        }
+      })
+      .map_err(|e| unavailable(&inner.path, e))?;
+    Ok(Server {
+      socket,
+      stop,
+      peers,
+      listener_fd,
+    })
+  }
+
+  /// Stops serving without waiting for the accept thread: it wakes (listener shut down, or a
+  /// last connection) and exits on its own. Waiting could hang if the socket file was removed.
+  pub(super) fn stop(&self) {
+    self.stop.store(true, Ordering::SeqCst);
+    // SAFETY: the fd belongs to the listener, which the accept thread owns until it exits;
+    // shutdown only makes its blocked accept return.
+    unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+    let _ = UnixStream::connect(&self.socket);
+    for p in self.peers.lock().drain(..) {
+      let _ = p.shutdown(std::net::Shutdown::Both);
+    }
+    let _ = fs::remove_file(&self.socket);
+  }
+}
+
+fn serve(inner: Weak<Inner>, db: Weak<DB>, mut stream: UnixStream) {
+  while let Ok(Some(body)) = ipc::read_frame(&mut stream) {
+    let Some(db) = db.upgrade() else { break };
+    let resp = match answer(&inner, &db, &body) {
+      Ok(r) => r,
+      Err(e) => ipc::error_response(&e),
+    };
+    if ipc::write_frame(&mut stream, &resp).is_err() {
+      break;
+    }
+  }
+  // A malformed or oversized frame ends the conversation: close it so the guest sees it at
+  // once (the owner keeps a clone of every stream for its own shutdown).
+  let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
+  let mut c = Cursor::new(body);
+  match c.u8()? {
+    ipc::OP_GET => {
+      let key = c.rest();
+      let queued = inner.upgrade().and_then(|i| {
+        let k: StoreKey = key.try_into().ok()?;
+        i.queued_value(&k)
+      });
+      let found = match queued {
+        Some(v) => v.map(|v| v.to_vec()),
+        None => db.get(key).map_err(CoreError::io)?,
+      };
+      Ok(match found {
+        Some(v) => {
+          let mut r = Vec::with_capacity(v.len() + 1);
+          r.push(ipc::ST_FOUND);
+          r.extend_from_slice(&v);
+          r
+        }
+        None => vec![ipc::ST_OK],
+      })
+    }
+    ipc::OP_WRITE => {
+      let (ops, sync) = ipc::decode_write(&mut c)?;
+      match inner.upgrade() {
+        // Through the owner's own queue, so a guest's writes and clears are ordered with the
+        // owner's queued writes (a clear is never undone by an older queued put).
+        Some(inner) => inner.apply_for_guest(ops, sync)?,
+        None => apply_local(db, &ops, sync)?,
+      }
+      Ok(vec![ipc::ST_OK])
+    }
+    ipc::OP_COUNT => {
+      let ns: [u8; 8] = c.take(8)?.try_into().map_err(CoreError::io)?;
+      let mut r = vec![ipc::ST_OK];
+      r.extend_from_slice(&count_local(db, ns).to_be_bytes());
+      Ok(r)
+    }
+    _ => Err(CoreError::io("unknown request")),
+  }
+}
+
+impl Inner {
+  /// Queues a guest's operations behind this owner's own, then waits until they are applied.
+  fn apply_for_guest(&self, ops: Vec<WriteOp>, sync: bool) -> CoreResult<()> {
+    let bad_key = || CoreError::io("malformed key from a guest");
+    for op in ops {
+      match op {
+        WriteOp::Put(k, v) => {
+          self.enqueue_write(k.as_slice().try_into().map_err(|_| bad_key())?, Some(v.into()), None)?
+        }
+        WriteOp::Delete(k) => self.enqueue_write(k.as_slice().try_into().map_err(|_| bad_key())?, None, None)?,
+        WriteOp::DeleteRange(from, to) => {
+          self.enqueue_range(from, to)?;
+        }
+      }
+    }
+    let target = if sync {
+      self.send(|seq| Job::Sync { seq })?
+    } else {
+      self.queue.queued.load(Ordering::SeqCst)
+    };
+    self.wait_done(target)
+  }
+}

@@ -1,0 +1,16 @@
+//! Tests of the disk store, by concern; each test opens its own temporary directory.
+
+use crate::key::{Digest, KeyValue, Keyspace};
+
+mod claims;
+mod entries;
+mod expiry;
+mod guests;
+
+pub(super) fn digest(i: u32) -> Digest {
+  Keyspace::new("disk-test")
+    .digest(&[KeyValue::Number(f64::from(i))])
+    .unwrap()
+}
+
+pub(super) const NS: [u8; 8] = [1; 8];
