@@ -19,6 +19,19 @@ test('the JavaScript encoder produces the bytes and digest that docs/key-encodin
   t.is(digest('docs', [1, 'a']), expected)
 })
 
+test('every key vector of docs/key-vectors.tsv encodes and hashes as stated (the Rust core is tested on the same file)', (t) => {
+  const vectors = readFileSync(join(__dirname, '..', 'docs', 'key-vectors.tsv'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((l) => l.split('\t'))
+  t.true(vectors.length >= 10)
+  for (const [ns, expr, encoding, expected] of vectors) {
+    const args = new Function(`return ${expr}`)() as unknown[]
+    t.is(Buffer.from(encodeKey(args)).toString('hex'), encoding, expr)
+    t.is(digest(ns, args), expected, `${ns} ${expr}`)
+  }
+})
+
 test('look-alike arguments get different digests', (t) => {
   const pairs: [unknown, unknown][] = [
     [NaN, null],

@@ -67,7 +67,8 @@ export function fromNative(e: unknown): CachetteError {
   if (e instanceof CachetteError) return e
   const err = e as { code?: unknown; message?: unknown } | null
   const message = typeof err?.message === 'string' ? err.message : String(e)
-  const code = typeof err?.code === 'string' && err.code in errorCodes ? (err.code as CachetteErrorCode) : 'ERR_BACKEND_IO'
+  const code =
+    typeof err?.code === 'string' && err.code in errorCodes ? (err.code as CachetteErrorCode) : 'ERR_BACKEND_IO'
   return new CachetteError(code, message, { cause: e })
 }
 

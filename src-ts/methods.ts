@@ -57,7 +57,7 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
     if (!isPromiseLike(value)) return e.keep(s, k, value, false, undefined)
     const kept = s.keep(k)
     if (s.holdsPending) {
-      s.write(kept, value, true, entryTimes(e.o), undefined, true)
+      void s.write(kept, value, true, entryTimes(e.o), undefined, true)
       value.then(
         (v) => s.settle!(kept, value, v, entryTimes(e.o)),
         () => s.forget!(kept, value),
@@ -85,7 +85,8 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
       return guarded(() => s.delete(k), false)
     },
     has: (...args: unknown[]) => lookup(args, (f) => f !== undefined),
-    peek: (...args: unknown[]) => lookup(args, (f) => (f === undefined ? undefined : f.pending || !e.sync ? f.value : e.answer(f))),
+    peek: (...args: unknown[]) =>
+      lookup(args, (f) => (f === undefined ? undefined : f.pending || !e.sync ? f.value : e.answer(f))),
     set: (args: unknown[], value: unknown) => precache(args, value),
     clearLocks() {
       e.releaseHeld()

@@ -129,7 +129,9 @@ class RedisLane extends Lane {
       retryStrategy: () => null,
       ...(tls ? { tls: { ca: trusted() } } : {}),
     })
-    this.client.on('error', (e: Error) => this.rest(/NOAUTH|WRONGPASS|NOPERM|ERR AUTH|DB index|certificate|CERT/i.test(e.message)))
+    this.client.on('error', (e: Error) =>
+      this.rest(/NOAUTH|WRONGPASS|NOPERM|ERR AUTH|DB index|certificate|CERT/i.test(e.message)),
+    )
     this.client.on('ready', () => this.idle())
   }
 

@@ -3,7 +3,7 @@ import { attached, detachments, findObject, prune, rootOf, UNDECIDED } from '../
 import type { Node } from '../key-trie'
 import { INT_LIMIT, KeyRouter } from '../key-router'
 import type { Container } from '../key-router'
-import type { Counters } from '../engine'
+import type { Counters } from '../computations'
 import type { AnyFn } from '../types'
 import { ClaimState } from './store'
 import type { Claim, EntryTimes, Found, Store } from './store'
@@ -122,7 +122,14 @@ export class PlainBackend implements Store<KeyRouter | PlainLoc> {
     return loc.c
   }
 
-  write(k: KeyRouter | PlainLoc, value: unknown, _wasPromise: boolean, t: EntryTimes, _c?: Claim, pending = false): void {
+  write(
+    k: KeyRouter | PlainLoc,
+    value: unknown,
+    _wasPromise: boolean,
+    t: EntryTimes,
+    _c?: Claim,
+    pending = false,
+  ): void {
     const loc = this.keep(k)
     const c = this.place(loc)
     if (c === null) return
@@ -217,7 +224,10 @@ export class PlainBackend implements Store<KeyRouter | PlainLoc> {
    * The hit path of one number, string or plain-object argument with no key function: the
    * memoized function itself. Anything it does not answer goes to `call`.
    */
-  fastPath<F extends AnyFn>(call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown, stats: Counters): F {
+  fastPath<F extends AnyFn>(
+    call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown,
+    stats: Counters,
+  ): F {
     const { router, pending } = this
     const prim = router.prim
     return function (this: unknown, a?: unknown) {

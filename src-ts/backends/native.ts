@@ -16,7 +16,15 @@ import {
 } from '../native'
 import type { Failure, LockResult, NativeStore } from '../native'
 import type { ResolvedOptions } from '../options'
-import { codecFor, decodeError, decodePayload, encodeError, encodeTransient, payloadWasPromise, UNREADABLE } from '../serializer'
+import {
+  codecFor,
+  decodeError,
+  decodePayload,
+  encodeError,
+  encodeTransient,
+  payloadWasPromise,
+  UNREADABLE,
+} from '../serializer'
 import type { Codec } from '../serializer'
 import { ClaimState } from './store'
 import type { Claim, EntryTimes, Found, Store } from './store'
@@ -167,7 +175,8 @@ export class NativeBackend implements Store<Buffer> {
     }
     if (r === ClaimState.Acquired) return ACQUIRED
     if (r === ClaimState.TimedOut) return TIMED_OUT
-    if (r === ClaimState.Failed) return { state: ClaimState.Failed, error: decodeError(this.native.takeError() ?? Buffer.alloc(0)) }
+    if (r === ClaimState.Failed)
+      return { state: ClaimState.Failed, error: decodeError(this.native.takeError() ?? Buffer.alloc(0)) }
     return SETTLED
   }
 

@@ -77,7 +77,11 @@ export class RemoteBackend implements Store<Buffer> {
   private opened(k: Buffer, bytes: Buffer): Found | undefined {
     const end = this.remote.open(k, bytes)
     if (end < 0) return undefined
-    return this.decoded(bytes.subarray(k.readUInt32LE(IO_START), end), k[IO_FRESHNESS] === 0, k.readDoubleLE(IO_CREATED))
+    return this.decoded(
+      bytes.subarray(k.readUInt32LE(IO_START), end),
+      k[IO_FRESHNESS] === 0,
+      k.readDoubleLE(IO_CREATED),
+    )
   }
 
   async read(k: Buffer): Promise<Found | undefined> {

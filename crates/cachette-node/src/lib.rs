@@ -181,7 +181,7 @@ fn failure(e: CoreError) -> Failure {
 /// Opens the disk cache directory `path` for `namespace`.
 #[napi]
 pub fn open_disk(path: String, namespace: String) -> Result<NativeStore, Code> {
-  let disk = DiskStore::open(&PathBuf::from(path)).map_err(coded)?;
+  let disk = DiskStore::open_with_clock(&PathBuf::from(path), clock::process()).map_err(coded)?;
   Ok(NativeStore::new(disk.clone(), Some(disk), &namespace))
 }
 

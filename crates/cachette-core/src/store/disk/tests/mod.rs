@@ -1,6 +1,6 @@
 //! Tests of the disk store, by concern; each test opens its own temporary directory.
 
-use crate::key::{Digest, KeyValue, Keyspace};
+use crate::key::{Digest, Keyspace};
 
 mod claims;
 mod entries;
@@ -8,9 +8,7 @@ mod expiry;
 mod guests;
 
 pub(super) fn digest(i: u32) -> Digest {
-  Keyspace::new("disk-test")
-    .digest(&[KeyValue::Number(f64::from(i))])
-    .unwrap()
+  Keyspace::new("disk-test").digest_encoded(&i.to_be_bytes())
 }
 
 pub(super) const NS: [u8; 8] = [1; 8];
