@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 
+use crate::clock::Clock;
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
 use crate::key::Digest;
@@ -117,7 +118,7 @@ pub(crate) use wakeups::Wakeups;
 pub struct RemoteStore {
   server: Arc<Server>,
   ns: [u8; 8],
-  clock: Arc<dyn crate::clock::Clock>,
+  clock: Arc<dyn Clock>,
   /// How many `acquire` calls have seen a holder and wait for it: lets a test act only once its
   /// waiters are known to wait, instead of sleeping and hoping.
   #[cfg(test)]
@@ -131,11 +132,20 @@ impl RemoteStore {
   /// # Errors
   /// `InvalidConfig` for a URL of no known scheme, or an invalid table name.
   pub fn open(spec: &ServerSpec, ns: [u8; 8]) -> CoreResult<Self> {
+    Self::open_with_clock(spec, ns, crate::clock::system())
+  }
+
+  /// [`RemoteStore::open`] with the clock that judges entries' times (freshness, expiry, the
+  /// server-side ttl of a write). Leases are timed by the server, never by this clock.
+  ///
+  /// # Errors
+  /// As [`RemoteStore::open`].
+  pub fn open_with_clock(spec: &ServerSpec, ns: [u8; 8], clock: Arc<dyn Clock>) -> CoreResult<Self> {
     let server = open_server(spec)?;
     Ok(RemoteStore {
       server,
       ns,
-      clock: crate::clock::system(),
+      clock,
       #[cfg(test)]
       waiting: std::sync::atomic::AtomicUsize::new(0),
     })
@@ -239,8 +249,7 @@ impl RemoteStore {
   pub async fn commit(&self, lease: Lease, payload: &[u8], times: Times) -> CoreResult<bool> {
     lease.stop_renewing();
     let env = envelope::seal(&lease.digest, times, payload);
-    let ttl = ttl_ms(times, self.now());
-    on_server!(&*self.server, s => s.commit(self.ns, &lease.digest, &lease.token, &env, ttl, times.expires_ms).await)
+    on_server!(&*self.server, s => s.commit(self.ns, &lease.digest, &lease.token, &env, times.expires_ms, self.now()).await)
   }
 
   /// Releases `lease` without a value. `error` (serialized) reaches every caller that waited for it.
@@ -253,8 +262,7 @@ impl RemoteStore {
   /// Stores an entry without a lease (`set()`, or a caller that gave up waiting).
   pub async fn put(&self, digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
     let env = envelope::seal(digest, times, payload);
-    let ttl = ttl_ms(times, self.now());
-    on_server!(&*self.server, s => s.put(self.ns, digest, &env, ttl, times.expires_ms).await)
+    on_server!(&*self.server, s => s.put(self.ns, digest, &env, times.expires_ms, self.now()).await)
   }
 
   /// Removes an entry and its lease (a computation in flight will not store it); true if the
@@ -276,15 +284,6 @@ impl RemoteStore {
   /// Entries of the namespace that have not expired.
   pub async fn len(&self) -> CoreResult<u64> {
     on_server!(&*self.server, s => s.len(self.ns, self.now()).await)
-  }
-}
-
-/// Milliseconds an entry lives on the server (0: no expiry).
-fn ttl_ms(times: Times, now: u64) -> u64 {
-  if times.expires_ms == envelope::NEVER {
-    0
-  } else {
-    times.expires_ms.saturating_sub(now).max(1)
   }
 }
 

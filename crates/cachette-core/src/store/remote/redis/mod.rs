@@ -227,8 +227,8 @@ impl RedisServer {
     digest: &Digest,
     token: &Token,
     envelope: &[u8],
-    ttl_ms: u64,
     expires_ms: u64,
+    now_ms: u64,
   ) -> CoreResult<bool> {
     let n = self.names(ns, digest);
     let mut inv = scripts().commit.prepare_invoke();
@@ -239,11 +239,11 @@ impl RedisServer {
       .key(n.leases)
       .arg(&token[..])
       .arg(envelope)
-      .arg(ttl_ms)
+      .arg(px(expires_ms, now_ms))
       .arg(score(expires_ms))
       .arg(&self.channel)
       .arg(n.message)
-      .arg(now_ms());
+      .arg(now_ms);
     let done: i64 = self.run(&inv).await?;
     self.wakeups.wake(ns, n.key);
     Ok(done == 1)
@@ -280,8 +280,8 @@ impl RedisServer {
     ns: [u8; 8],
     digest: &Digest,
     envelope: &[u8],
-    ttl_ms: u64,
     expires_ms: u64,
+    now_ms: u64,
   ) -> CoreResult<()> {
     let n = self.names(ns, digest);
     let mut inv = scripts().put.prepare_invoke();
@@ -289,11 +289,11 @@ impl RedisServer {
       .key(n.value)
       .key(n.index)
       .arg(envelope)
-      .arg(ttl_ms)
+      .arg(px(expires_ms, now_ms))
       .arg(score(expires_ms))
       .arg(&self.channel)
       .arg(n.message)
-      .arg(now_ms());
+      .arg(now_ms);
     let _: i64 = self.run(&inv).await?;
     self.wakeups.wake(ns, n.key);
     Ok(())
@@ -363,9 +363,13 @@ impl RedisServer {
   }
 }
 
-fn now_ms() -> u64 {
-  use crate::clock::Clock;
-  crate::clock::SystemClock.now_ms()
+/// The `PX` of an entry expiring at `expires_ms`, judged at `now_ms` (0: no expiry).
+fn px(expires_ms: u64, now_ms: u64) -> u64 {
+  if expires_ms == crate::envelope::NEVER {
+    0
+  } else {
+    expires_ms.saturating_sub(now_ms).max(1)
+  }
 }
 
 /// `rediss://` needs a TLS crypto provider; install ring's once (unless the host app did).

@@ -15,7 +15,7 @@ fn store(name: &str) -> (RemoteStore, Keyspace) {
 }
 
 fn now() -> u64 {
-  super::now_ms()
+  crate::clock::system().now_ms()
 }
 
 #[test]

@@ -229,8 +229,8 @@ impl SqlServer {
     digest: &Digest,
     token: &Token,
     envelope: &[u8],
-    _ttl_ms: u64,
     expires_ms: u64,
+    _now_ms: u64,
   ) -> CoreResult<bool> {
     let pool = self.pool().await?;
     let k = key_part(digest);
@@ -301,8 +301,8 @@ impl SqlServer {
     ns: [u8; 8],
     digest: &Digest,
     envelope: &[u8],
-    _ttl_ms: u64,
     expires_ms: u64,
+    _now_ms: u64,
   ) -> CoreResult<()> {
     let pool = self.pool().await?;
     let k = key_part(digest);
