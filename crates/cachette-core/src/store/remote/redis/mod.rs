@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Value;
+use redis::{ScriptInvocation, Value};
 use tokio::sync::OnceCell;
 
 use self::keys::{score, Names};
@@ -233,20 +233,27 @@ impl RedisServer {
     let n = self.names(ns, digest);
     let mut inv = scripts().commit.prepare_invoke();
     inv
-      .key(n.value)
-      .key(n.lease)
-      .key(n.index)
-      .key(n.leases)
-      .arg(&token[..])
+      .key(&n.value)
+      .key(&n.lease)
+      .key(&n.index)
+      .key(&n.leases)
+      .arg(&token[..]);
+    self.entry_args(&mut inv, &n, envelope, expires_ms, now_ms);
+    let done: i64 = self.run(&inv).await?;
+    self.wakeups.wake(ns, n.key);
+    Ok(done == 1)
+  }
+
+  /// Adds what the scripts that write an entry (commit, put) take after their own arguments: the
+  /// envelope, its `PX` and index score, the announcement, and the now that prunes the index.
+  fn entry_args(&self, inv: &mut ScriptInvocation<'_>, n: &Names, envelope: &[u8], expires_ms: u64, now_ms: u64) {
+    inv
       .arg(envelope)
       .arg(px(expires_ms, now_ms))
       .arg(score(expires_ms))
       .arg(&self.channel)
-      .arg(n.message)
+      .arg(&n.message)
       .arg(now_ms);
-    let done: i64 = self.run(&inv).await?;
-    self.wakeups.wake(ns, n.key);
-    Ok(done == 1)
   }
 
   pub(crate) async fn abort(
@@ -285,15 +292,8 @@ impl RedisServer {
   ) -> CoreResult<()> {
     let n = self.names(ns, digest);
     let mut inv = scripts().put.prepare_invoke();
-    inv
-      .key(n.value)
-      .key(n.index)
-      .arg(envelope)
-      .arg(px(expires_ms, now_ms))
-      .arg(score(expires_ms))
-      .arg(&self.channel)
-      .arg(n.message)
-      .arg(now_ms);
+    inv.key(&n.value).key(&n.index);
+    self.entry_args(&mut inv, &n, envelope, expires_ms, now_ms);
     let _: i64 = self.run(&inv).await?;
     self.wakeups.wake(ns, n.key);
     Ok(())

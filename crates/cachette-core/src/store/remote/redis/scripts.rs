@@ -91,13 +91,13 @@ return n
 
 /// Scripts, compiled once (hashing the source) per process.
 pub(super) struct Scripts {
-  pub(super) get_or_lock: Script,
-  pub(super) renew: Script,
-  pub(super) commit: Script,
-  pub(super) put: Script,
-  pub(super) abort: Script,
-  pub(super) delete: Script,
-  pub(super) clear_some: Script,
+  pub get_or_lock: Script,
+  pub renew: Script,
+  pub commit: Script,
+  pub put: Script,
+  pub abort: Script,
+  pub delete: Script,
+  pub clear_some: Script,
 }
 
 pub(super) fn scripts() -> &'static Scripts {

@@ -10,24 +10,24 @@ pub(super) enum Dialect {
 
 /// Statements of one dialect for one table.
 pub(super) struct Sql {
-  pub(super) ddl: Vec<String>,
-  pub(super) get: String,
-  pub(super) failed_of: String,
-  pub(super) take: String,
-  pub(super) holder: String,
-  pub(super) renew: String,
-  pub(super) abort_error: String,
-  pub(super) abort: String,
+  pub ddl: Vec<String>,
+  pub get: String,
+  pub failed_of: String,
+  pub take: String,
+  pub holder: String,
+  pub renew: String,
+  pub abort_error: String,
+  pub abort: String,
   /// PostgreSQL: one fenced statement. Others: `release` then `upsert`, in a transaction.
-  pub(super) commit: Option<String>,
-  pub(super) release: String,
-  pub(super) upsert: String,
-  pub(super) delete: String,
-  pub(super) delete_lock: String,
-  pub(super) clear: String,
-  pub(super) clear_locks: String,
-  pub(super) count: String,
-  pub(super) reap: String,
+  pub commit: Option<String>,
+  pub release: String,
+  pub upsert: String,
+  pub delete: String,
+  pub delete_lock: String,
+  pub clear: String,
+  pub clear_locks: String,
+  pub count: String,
+  pub reap: String,
 }
 
 /// Table names: a letter or `_`, then letters, digits or `_`; short enough for `_locks`.
