@@ -103,7 +103,11 @@ macro_rules! on_server {
   };
 }
 
+#[cfg(test)]
+mod clock_tests;
 mod lease;
+#[cfg(test)]
+mod protocol_tests;
 pub mod redis;
 pub mod sql;
 #[cfg(test)]
