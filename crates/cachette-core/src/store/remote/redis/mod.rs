@@ -1,8 +1,8 @@
 //! The Redis store (standalone or Redis Cluster), on the `redis` crate.
 //!
-//! The keys a namespace uses are named in [`keys`]; each change is one script of [`scripts`].
+//! The keys a namespace uses are named in `keys`; each change is one script of `scripts`.
 //! Every commit, abort, put, delete and clear publishes the key it settled on channel `Pdone`
-//! (`P`: the prefix); one subscriber connection per server and process ([`listener`]) wakes the
+//! (`P`: the prefix); one subscriber connection per server and process (`listener`) wakes the
 //! waiters of that key.
 
 mod keys;
