@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::testing::{on_every_server, Case};
-use super::{Acquired, Lease};
+use super::{new_token, Acquired, Attempt, Lease, Server};
 use crate::key::Digest;
 
 /// The lease every test takes: renewed every 200 ms while held.
@@ -100,22 +100,18 @@ fn a_commit_after_the_lease_was_cleared_writes_nothing() {
 }
 
 #[test]
-fn every_waiter_gets_the_error_of_the_holder_that_aborted() {
-  on_every_server("waiters-get-error", |c| async move {
+fn a_caller_that_waited_for_the_holder_that_aborted_reads_its_error() {
+  on_every_server("waited-reads-error", |c| async move {
     let d = c.digest("k");
     let l = c.locked(&d, LEASE, PATIENCE, false, "holder").await;
-    // One waiter on SQL: there the look for the holder's error and the take of an expired lease
-    // are two statements, so a waiter whose poll straddles the abort takes the lease (and clears
-    // the error) instead. Redis does both in one script.
-    let n = if c.url.starts_with("redis") { 4 } else { 1 };
-    let waiters: Vec<_> = (0..n).map(|_| c.spawn_acquire(&d, LEASE, PATIENCE)).collect();
-    // Abort only once all of them wait: a caller arriving after the abort takes the lease instead.
-    c.waiting(n).await;
+    let holder = l.token;
     c.abort(l, Some(b"boom")).await;
-    for w in waiters {
-      let r = w.await.expect("join");
-      assert!(matches!(&r, Acquired::Failed(e) if e == b"boom"), "{}: {r:?}", c.url);
-    }
+    // The next look of a caller that waited for `holder` (the waiting itself is in
+    // redis::tests::every_waiter_gets_the_error_of_the_holder_that_aborted).
+    let (ns, lease_ms) = (c.ks.id(), LEASE.as_millis() as u64);
+    let look = on_server!(&*c.store.server, s => s.attempt(ns, &d, &new_token(), lease_ms, Some(&holder), true).await);
+    let r = look.unwrap_or_else(|e| panic!("{}: {e}", c.url));
+    assert!(matches!(&r, Attempt::Failed(e) if e == b"boom"), "{}: {r:?}", c.url);
   });
 }
 

@@ -56,14 +56,21 @@ pub fn keyspace(name: &str) -> Keyspace {
 
 /// Runs `test` on Redis and on every SQL database, each time on the emptied namespace `name`.
 pub fn on_every_server<F: Future<Output = ()>>(name: &str, test: impl Fn(Case) -> F) {
-  for url in every_server() {
-    run(Case::open(&url, name, crate::clock::system()), &test);
-  }
+  on_each(every_server(), name, test);
+}
+
+/// [`on_every_server`] on Redis alone.
+pub fn on_redis<F: Future<Output = ()>>(name: &str, test: impl Fn(Case) -> F) {
+  on_each(vec![redis_url()], name, test);
 }
 
 /// [`on_every_server`] without Redis.
 pub fn on_every_sql_database<F: Future<Output = ()>>(name: &str, test: impl Fn(Case) -> F) {
-  for url in sql_urls() {
+  on_each(sql_urls(), name, test);
+}
+
+fn on_each<F: Future<Output = ()>>(urls: Vec<String>, name: &str, test: impl Fn(Case) -> F) {
+  for url in urls {
     run(Case::open(&url, name, crate::clock::system()), &test);
   }
 }

@@ -1,9 +1,30 @@
-//! What only the Redis store does: entries a client outside the core reads directly, on a single
-//! server only. The lease protocol is tested on every server, in `protocol_tests`.
+//! What only the Redis store keeps: every waiter of an aborted holder gets its error, and entries
+//! a client outside the core reads directly, on a single server only. The rest of the lease
+//! protocol is tested on every server, in `protocol_tests`.
 
-use super::super::testing::{keyspace, redis_url, spec};
-use super::super::{runtime, DirectRead, RemoteStore, ServerSpec};
+use std::time::Duration;
+
+use super::super::testing::{keyspace, on_redis, redis_url, spec};
+use super::super::{runtime, Acquired, DirectRead, RemoteStore, ServerSpec};
 use crate::envelope::Times;
+
+/// Redis only: on SQL the look for the holder's error and the take of its expired lease are two
+/// statements, so a waiter whose poll straddles the abort takes the lease and clears the error.
+#[test]
+fn every_waiter_gets_the_error_of_the_holder_that_aborted() {
+  on_redis("waiters-get-error", |c| async move {
+    let (d, lease, patience) = (c.digest("k"), Duration::from_millis(600), Duration::from_secs(10));
+    let l = c.locked(&d, lease, patience, false, "holder").await;
+    let waiters: Vec<_> = (0..4).map(|_| c.spawn_acquire(&d, lease, patience)).collect();
+    // Abort only once all four wait: a caller arriving after the abort takes the lease instead.
+    c.waiting(4).await;
+    c.abort(l, Some(b"boom")).await;
+    for w in waiters {
+      let r = w.await.expect("join");
+      assert!(matches!(&r, Acquired::Failed(e) if e == b"boom"), "{r:?}");
+    }
+  });
+}
 
 #[test]
 fn direct_reads_get_the_value_key_of_a_single_server_only() {
