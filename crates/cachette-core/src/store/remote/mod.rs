@@ -14,17 +14,14 @@
 //! Everything runs on one tokio runtime owned by the core ([`runtime`]), shared by every worker
 //! thread of the process; connection pools are shared per URL.
 
-pub mod redis;
-pub mod sql;
-
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
 use crate::key::Digest;
@@ -40,24 +37,6 @@ pub fn runtime() -> &'static Runtime {
       .build()
       .expect("cachette: cannot start the I/O runtime")
   })
-}
-
-/// A lease owner token: 16 random bytes.
-pub type Token = [u8; 16];
-
-fn new_token() -> Token {
-  let mut t = [0u8; 16];
-  if getrandom::fill(&mut t).is_err() {
-    // No OS randomness: still unique per process and call, which is all a lease needs.
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-      .duration_since(std::time::UNIX_EPOCH)
-      .map_or(0, |d| d.as_nanos());
-    let h = blake3::hash(format!("{}:{n}:{nanos}", std::process::id()).as_bytes());
-    t.copy_from_slice(&h.as_bytes()[..16]);
-  }
-  t
 }
 
 /// The part of a digest remote keys are named by (128 bits; the entry keeps all 256 and is
@@ -105,23 +84,6 @@ pub enum Acquired {
   TimedOut,
 }
 
-/// A held lease. Dropping it stops the renewal, so the lease expires on the server.
-#[derive(Debug)]
-pub struct Lease {
-  pub token: Token,
-  digest: Digest,
-  renewer: tokio::task::AbortHandle,
-}
-
-impl Drop for Lease {
-  fn drop(&mut self) {
-    self.renewer.abort();
-  }
-}
-
-/// Renewals stop after this long, so an endless computation cannot park waiters forever: its
-/// lease expires and one waiter takes over.
-const MAX_HOLD: Duration = Duration::from_secs(600);
 /// First and last polling interval of a waiter that gets no notification.
 const POLL_FIRST: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_millis(500);
@@ -141,51 +103,26 @@ macro_rules! on_server {
   };
 }
 
-/// A namespace id and a key: what a settled key is announced by.
-type KeyOf = ([u8; 8], [u8; 16]);
+#[cfg(test)]
+mod clock_tests;
+mod lease;
+#[cfg(test)]
+mod protocol_tests;
+pub mod redis;
+pub mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
+mod wakeups;
 
-/// Wake-ups of waiters in this process, by namespace and key.
-#[derive(Default)]
-pub(crate) struct Wakeups {
-  waiting: Mutex<HashMap<KeyOf, Weak<Notify>>>,
-}
-
-impl Wakeups {
-  fn register(&self, ns: [u8; 8], key: [u8; 16]) -> Arc<Notify> {
-    let mut w = self.waiting.lock();
-    if let Some(n) = w.get(&(ns, key)).and_then(Weak::upgrade) {
-      return n;
-    }
-    if w.len() > 1024 {
-      w.retain(|_, n| n.strong_count() > 0);
-    }
-    let n = Arc::new(Notify::new());
-    w.insert((ns, key), Arc::downgrade(&n));
-    n
-  }
-
-  /// Wakes the waiters of one key (a notification arrived, or this process settled it).
-  pub(crate) fn wake(&self, ns: [u8; 8], key: [u8; 16]) {
-    let n = self.waiting.lock().get(&(ns, key)).and_then(Weak::upgrade);
-    if let Some(n) = n {
-      n.notify_waiters();
-    }
-  }
-
-  /// Wakes every waiter (a clear, or the notification channel was lost and reconnected).
-  pub(crate) fn wake_all(&self) {
-    let all: Vec<Arc<Notify>> = self.waiting.lock().values().filter_map(Weak::upgrade).collect();
-    for n in all {
-      n.notify_waiters();
-    }
-  }
-}
+use lease::new_token;
+pub use lease::{Lease, Token};
+pub(crate) use wakeups::Wakeups;
 
 /// One namespace on a shared server.
 pub struct RemoteStore {
   server: Arc<Server>,
   ns: [u8; 8],
-  clock: Arc<dyn crate::clock::Clock>,
+  clock: Arc<dyn Clock>,
   /// How many `acquire` calls have seen a holder and wait for it: lets a test act only once its
   /// waiters are known to wait, instead of sleeping and hoping.
   #[cfg(test)]
@@ -199,11 +136,20 @@ impl RemoteStore {
   /// # Errors
   /// `InvalidConfig` for a URL of no known scheme, or an invalid table name.
   pub fn open(spec: &ServerSpec, ns: [u8; 8]) -> CoreResult<Self> {
+    Self::open_with_clock(spec, ns, crate::clock::system())
+  }
+
+  /// [`RemoteStore::open`] with the clock that judges entries' times (freshness, expiry, the
+  /// server-side ttl of a write). Leases are timed by the server, never by this clock.
+  ///
+  /// # Errors
+  /// As [`RemoteStore::open`].
+  pub fn open_with_clock(spec: &ServerSpec, ns: [u8; 8], clock: Arc<dyn Clock>) -> CoreResult<Self> {
     let server = open_server(spec)?;
     Ok(RemoteStore {
       server,
       ns,
-      clock: crate::clock::system(),
+      clock,
       #[cfg(test)]
       waiting: std::sync::atomic::AtomicUsize::new(0),
     })
@@ -270,7 +216,7 @@ impl RemoteStore {
           // Expired, foreign or damaged: treat it as absent.
           None => want_value = false,
         },
-        Attempt::Locked => return Ok(Acquired::Locked(self.hold(digest, token, lease))),
+        Attempt::Locked => return Ok(Acquired::Locked(Lease::hold(self, digest, token, lease))),
         Attempt::Failed(e) => return Ok(Acquired::Failed(e)),
         Attempt::Wait {
           holder: h,
@@ -302,44 +248,17 @@ impl RemoteStore {
     }
   }
 
-  /// Starts renewing a lease just taken.
-  fn hold(&self, digest: &Digest, token: Token, lease: Duration) -> Lease {
-    let server = Arc::downgrade(&self.server);
-    let ns = self.ns;
-    let d = *digest;
-    let lease_ms = lease.as_millis().max(1) as u64;
-    let every = (lease / 3).max(Duration::from_millis(1));
-    let task = runtime().spawn(async move {
-      let started = Instant::now();
-      while started.elapsed() < MAX_HOLD {
-        tokio::time::sleep(every).await;
-        let Some(server) = server.upgrade() else { return };
-        // A failed renewal (server briefly unreachable) is retried at the next tick; a refused
-        // one (the lease was taken over or cleared) ends the renewal.
-        if let Ok(false) = on_server!(&*server, s => s.renew(ns, &d, &token, lease_ms).await) {
-          return;
-        }
-      }
-    });
-    Lease {
-      token,
-      digest: *digest,
-      renewer: task.abort_handle(),
-    }
-  }
-
   /// Stores the computed entry if `lease` still owns the key, releases it and wakes the waiters.
   /// False when the lease was lost (taken over after expiry, or cleared): nothing is written.
   pub async fn commit(&self, lease: Lease, payload: &[u8], times: Times) -> CoreResult<bool> {
-    lease.renewer.abort();
+    lease.stop_renewing();
     let env = envelope::seal(&lease.digest, times, payload);
-    let ttl = ttl_ms(times, self.now());
-    on_server!(&*self.server, s => s.commit(self.ns, &lease.digest, &lease.token, &env, ttl, times.expires_ms).await)
+    on_server!(&*self.server, s => s.commit(self.ns, &lease.digest, &lease.token, &env, times.expires_ms, self.now()).await)
   }
 
   /// Releases `lease` without a value. `error` (serialized) reaches every caller that waited for it.
   pub async fn abort(&self, lease: Lease, error: Option<&[u8]>, lease_len: Duration) -> CoreResult<()> {
-    lease.renewer.abort();
+    lease.stop_renewing();
     let keep = lease_len.as_millis().max(1000) as u64;
     on_server!(&*self.server, s => s.abort(self.ns, &lease.digest, &lease.token, error, keep).await)
   }
@@ -347,8 +266,7 @@ impl RemoteStore {
   /// Stores an entry without a lease (`set()`, or a caller that gave up waiting).
   pub async fn put(&self, digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
     let env = envelope::seal(digest, times, payload);
-    let ttl = ttl_ms(times, self.now());
-    on_server!(&*self.server, s => s.put(self.ns, digest, &env, ttl, times.expires_ms).await)
+    on_server!(&*self.server, s => s.put(self.ns, digest, &env, times.expires_ms, self.now()).await)
   }
 
   /// Removes an entry and its lease (a computation in flight will not store it); true if the
@@ -370,15 +288,6 @@ impl RemoteStore {
   /// Entries of the namespace that have not expired.
   pub async fn len(&self) -> CoreResult<u64> {
     on_server!(&*self.server, s => s.len(self.ns, self.now()).await)
-  }
-}
-
-/// Milliseconds an entry lives on the server (0: no expiry).
-fn ttl_ms(times: Times, now: u64) -> u64 {
-  if times.expires_ms == envelope::NEVER {
-    0
-  } else {
-    times.expires_ms.saturating_sub(now).max(1)
   }
 }
 
@@ -432,49 +341,6 @@ pub fn redact(url: &str) -> String {
   match auth.split_once(':') {
     Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
     None => url.to_owned(),
-  }
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-  //! Server URLs for tests: the environment's, or the standard local ports.
-  pub fn redis_url() -> String {
-    std::env::var("CACHETTE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-  }
-  pub fn pg_url() -> String {
-    std::env::var("CACHETTE_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-  }
-  pub fn mysql_url() -> String {
-    std::env::var("CACHETTE_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-  }
-
-  /// Returns once `n` `acquire` calls on `s` (counted from its opening) have seen a holder and
-  /// wait for it; panics after 10 s.
-  pub async fn waiting(s: &super::RemoteStore, n: usize) {
-    let started = std::time::Instant::now();
-    while s.waiting.load(std::sync::atomic::Ordering::SeqCst) < n {
-      assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "fewer than {n} waiters"
-      );
-      tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-  }
-
-  /// Acquires the lease of `d` (waiting at most `wait`); panics, naming `what`, if another
-  /// outcome comes back.
-  pub async fn locked(
-    s: &super::RemoteStore,
-    d: &crate::key::Digest,
-    lease: std::time::Duration,
-    wait: std::time::Duration,
-    force: bool,
-    what: &str,
-  ) -> super::Lease {
-    match s.acquire(d, lease, wait, force).await.expect("acquire") {
-      super::Acquired::Locked(l) => l,
-      other => panic!("{what}: expected the lease, got {other:?}"),
-    }
   }
 }
 

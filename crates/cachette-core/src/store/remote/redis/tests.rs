@@ -1,0 +1,62 @@
+//! What only the Redis store keeps: every waiter of an aborted holder gets its error, and entries
+//! a client outside the core reads directly, on a single server only. The rest of the lease
+//! protocol is tested on every server, in `protocol_tests`.
+
+use std::time::Duration;
+
+use super::super::testing::{keyspace, on_redis, redis_url, spec};
+use super::super::{runtime, Acquired, DirectRead, RemoteStore, ServerSpec};
+use crate::envelope::Times;
+
+/// Redis only: on SQL the look for the holder's error and the take of its expired lease are two
+/// statements, so a waiter whose poll straddles the abort takes the lease and clears the error.
+#[test]
+fn every_waiter_gets_the_error_of_the_holder_that_aborted() {
+  on_redis("waiters-get-error", |c| async move {
+    let (d, lease, patience) = (c.digest("k"), Duration::from_millis(600), Duration::from_secs(10));
+    let l = c.locked(&d, lease, patience, false, "holder").await;
+    let waiters: Vec<_> = (0..4).map(|_| c.spawn_acquire(&d, lease, patience)).collect();
+    // Abort only once all four wait: a caller arriving after the abort takes the lease instead.
+    c.waiting(4).await;
+    c.abort(l, Some(b"boom")).await;
+    for w in waiters {
+      let r = w.await.expect("join");
+      assert!(matches!(&r, Acquired::Failed(e) if e == b"boom"), "{r:?}");
+    }
+  });
+}
+
+#[test]
+fn direct_reads_get_the_value_key_of_a_single_server_only() {
+  runtime().block_on(async {
+    let ks = keyspace("redis-direct");
+    let s = RemoteStore::open(&spec(&redis_url()), ks.id()).expect("open");
+    let d = ks.digest_encoded(b"k");
+    s.put(&d, b"payload", Times::forever(s.now())).await.expect("put");
+    let Some(DirectRead::Redis { url, key_prefix }) = s.direct_read() else {
+      panic!("a single server reads directly")
+    };
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut c = client.get_multiplexed_async_connection().await.expect("connect");
+    let raw: Vec<u8> = redis::cmd("GET")
+      .arg(format!("{key_prefix}{}", super::keys::hex(&d[..16])))
+      .query_async(&mut c)
+      .await
+      .expect("GET");
+    let (_, range) = s.open_read(&d, &raw).expect("an entry of this digest");
+    assert_eq!(&raw[range], b"payload");
+    // Read for another digest, or damaged: not an entry.
+    assert!(s.open_read(&ks.digest_encoded(b"other"), &raw).is_none());
+    let mut bad = raw.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    assert!(s.open_read(&d, &bad).is_none());
+    s.clear().await.expect("clear");
+
+    let cluster = ServerSpec {
+      cluster: true,
+      ..spec(&redis_url())
+    };
+    assert_eq!(RemoteStore::open(&cluster, ks.id()).expect("open").direct_read(), None);
+  });
+}
