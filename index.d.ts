@@ -9,7 +9,10 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** One namespace on a Redis server or cluster, or an SQL database. */
+/**
+ * One namespace on a Redis server or cluster, or an SQL database, and the leases its callers
+ * hold (kept in the core, named by number).
+ */
 export declare class NativeRemote {
   /**
    * This namespace's handle for `remoteHash` and `remoteGet`, valid in this JS thread until
@@ -18,11 +21,14 @@ export declare class NativeRemote {
   handle(): number
   /** How entries may be read from the JS thread, or `null` (only through the core). */
   directRead(): Direct | null
-  /** The miss path: the entry, or the key's lease, or the error of the computation waited for. */
+  /**
+   * The miss path: the entry, or the key's lease (by number), or the error of the computation
+   * waited for.
+   */
   acquire(id: number, io: Uint8Array, leaseMs: number, timeoutMs: number, force: boolean): void
-  /** Stores the computed payload if the lease still owns the key; resolves whether it did. */
+  /** Stores the computed payload if lease `lease` still owns the key; resolves whether it did. */
   commit(id: number, lease: number, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): void
-  /** Releases the lease without a value; `error` (serialized) reaches the callers waiting for it. */
+  /** Releases lease `lease` without a value; `error` (serialized) reaches the callers waiting for it. */
   abort(id: number, lease: number, error: Buffer | undefined | null, leaseMs: number): void
   /** Stores a payload without a lease. */
   put(id: number, io: Uint8Array, payload: Buffer, staleAtMs: number, expiresMs: number, now: number): void

@@ -5,9 +5,7 @@
 //! and a cleanup hook) per call, and lets the JS thread drain many completions per wake-up.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +13,12 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Env;
 use napi_derive::napi;
-use parking_lot::Mutex;
 
 use crate::handles;
+use cachette_core::clock;
 use cachette_core::envelope::Freshness;
 use cachette_core::key::Keyspace;
-use cachette_core::store::remote::{runtime, Acquired, DirectRead, Lease, RemoteStore, ServerSpec};
+use cachette_core::store::remote::{runtime, Claimed, DirectRead, HeldLeases, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
 use crate::{coded, digest_of, failure, hash_into, invalid, napi_failure, now_ms, times, ClaimState, Code, Failure};
@@ -135,18 +133,18 @@ pub struct Found {
   pub created: f64,
 }
 
-/// One namespace on a Redis server or cluster, or an SQL database.
+/// One namespace on a Redis server or cluster, or an SQL database, and the leases its callers
+/// hold (kept in the core, named by number).
 #[napi]
 pub struct NativeRemote {
-  store: Option<Arc<RemoteStore>>,
+  held: Option<Arc<HeldLeases>>,
   keyspace: Keyspace,
-  leases: Arc<Mutex<HashMap<u32, Lease>>>,
   slot: handles::Slot,
 }
 
 /// What the hit path needs of an open namespace.
 struct RemoteHot {
-  store: Arc<RemoteStore>,
+  held: Arc<HeldLeases>,
   keyspace: Keyspace,
 }
 
@@ -169,8 +167,8 @@ pub fn remote_hash(handle: u32, key: &[u8], mut io: BufferSlice) -> Result<(), C
 #[napi]
 pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<(), Code> {
   let d = digest_of(io)?;
-  let s = hot(handle)?.store.clone();
-  settle(id, async move { s.get(&d).await }, |found| {
+  let h = hot(handle)?.held.clone();
+  settle(id, async move { h.store().get(&d).await }, |found| {
     Done::Found(found.map(|(t, payload)| Found {
       fresh: t.freshness(now_ms()) == Freshness::Fresh,
       created: t.created_ms as f64,
@@ -188,7 +186,7 @@ pub fn remote_open(handle: u32, mut io: BufferSlice, bytes: &[u8]) -> Result<i64
   if io.len() < CREATED_AT + 8 {
     return Err(invalid("io buffer too small"));
   }
-  let Some((t, range)) = hot(handle)?.store.open_read(&d, bytes) else {
+  let Some((t, range)) = hot(handle)?.held.store().open_read(&d, bytes) else {
     return Ok(-1);
   };
   io[FRESHNESS_AT] = u8::from(t.freshness(now_ms()) != Freshness::Fresh);
@@ -214,10 +212,8 @@ impl Drop for NativeRemote {
   }
 }
 
-static NEXT_LEASE: AtomicU32 = AtomicU32::new(1);
-
-/// The JS view of an acquire; a held lease is kept here and named by an id.
-fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
+/// The JS view of an acquire.
+fn acquired(a: Claimed) -> Acquire {
   let none = Acquire {
     state: ClaimState::TimedOut as i32,
     payload: None,
@@ -227,28 +223,24 @@ fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
     error: None,
   };
   match a {
-    Acquired::Value(t, payload) => Acquire {
+    Claimed::Value(t, payload) => Acquire {
       state: ClaimState::Value as i32,
       fresh: Some(t.freshness(now_ms()) == Freshness::Fresh),
       created: Some(t.created_ms as f64),
       payload: Some(payload.into()),
       ..none
     },
-    Acquired::Locked(l) => {
-      let id = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
-      leases.lock().insert(id, l);
-      Acquire {
-        state: ClaimState::Acquired as i32,
-        lease: Some(id),
-        ..none
-      }
-    }
-    Acquired::Failed(e) => Acquire {
+    Claimed::Locked(id) => Acquire {
+      state: ClaimState::Acquired as i32,
+      lease: Some(id),
+      ..none
+    },
+    Claimed::Failed(e) => Acquire {
       state: ClaimState::Failed as i32,
       error: Some(e.into()),
       ..none
     },
-    Acquired::TimedOut => none,
+    Claimed::TimedOut => none,
   }
 }
 
@@ -258,11 +250,10 @@ fn acquired(a: Acquired, leases: &Mutex<HashMap<u32, Lease>>) -> Acquire {
 pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: String) -> Result<NativeRemote, Code> {
   let keyspace = Keyspace::new(&namespace);
   let spec = ServerSpec { urls, cluster, prefix };
-  let store = RemoteStore::open(&spec, keyspace.id()).map_err(coded)?;
+  let store = RemoteStore::open_with_clock(&spec, keyspace.id(), clock::process()).map_err(coded)?;
   Ok(NativeRemote {
-    store: Some(Arc::new(store)),
+    held: Some(Arc::new(HeldLeases::new(store))),
     keyspace,
-    leases: Arc::default(),
     slot: handles::Slot::default(),
   })
 }
@@ -273,19 +264,19 @@ fn ms(x: f64) -> Duration {
 
 #[napi]
 impl NativeRemote {
-  fn store(&self) -> Result<Arc<RemoteStore>, Code> {
-    self.store.clone().ok_or_else(|| coded(CoreError::Closed))
+  fn held(&self) -> Result<Arc<HeldLeases>, Code> {
+    self.held.clone().ok_or_else(|| coded(CoreError::Closed))
   }
 
   /// This namespace's handle for `remoteHash` and `remoteGet`, valid in this JS thread until
   /// `close()`.
   #[napi]
   pub fn handle(&mut self) -> Result<u32, Code> {
-    let store = self.store.clone();
+    let held = self.held.clone();
     let keyspace = self.keyspace.clone();
     self.slot.handle(&HOT, || {
       Ok(Arc::new(RemoteHot {
-        store: store.ok_or_else(|| coded(CoreError::Closed))?,
+        held: held.ok_or_else(|| coded(CoreError::Closed))?,
         keyspace,
       }))
     })
@@ -294,7 +285,7 @@ impl NativeRemote {
   /// How entries may be read from the JS thread, or `null` (only through the core).
   #[napi]
   pub fn direct_read(&self) -> Result<Option<Direct>, Code> {
-    Ok(self.store()?.direct_read().map(|d| match d {
+    Ok(self.held()?.store().direct_read().map(|d| match d {
       DirectRead::Redis { url, key_prefix } => Direct {
         kind: "redis".into(),
         url,
@@ -312,21 +303,19 @@ impl NativeRemote {
     }))
   }
 
-  /// The miss path: the entry, or the key's lease, or the error of the computation waited for.
+  /// The miss path: the entry, or the key's lease (by number), or the error of the computation
+  /// waited for.
   #[napi]
   pub fn acquire(&self, id: u32, io: &[u8], lease_ms: f64, timeout_ms: f64, force: bool) -> Result<(), Code> {
     let d = digest_of(io)?;
-    let s = self.store()?;
-    let leases = self.leases.clone();
+    let h = self.held()?;
     let (lease, timeout) = (ms(lease_ms), ms(timeout_ms));
-    settle(
-      id,
-      async move { s.acquire(&d, lease, timeout, force).await },
-      move |a| Done::Acquire(acquired(a, &leases)),
-    )
+    settle(id, async move { h.acquire(&d, lease, timeout, force).await }, |a| {
+      Done::Acquire(acquired(a))
+    })
   }
 
-  /// Stores the computed payload if the lease still owns the key; resolves whether it did.
+  /// Stores the computed payload if lease `lease` still owns the key; resolves whether it did.
   #[napi]
   pub fn commit(
     &self,
@@ -337,39 +326,23 @@ impl NativeRemote {
     expires_ms: f64,
     now: f64,
   ) -> Result<(), Code> {
-    let s = self.store()?;
-    let l = self.leases.lock().remove(&lease);
+    let h = self.held()?;
+    let l = h.take(lease);
     let t = times(stale_at_ms, expires_ms, now);
     let payload = payload.to_vec();
-    settle(
-      id,
-      async move {
-        match l {
-          Some(l) => s.commit(l, &payload, t).await,
-          None => Ok(false),
-        }
-      },
-      Done::Bool,
-    )
+    settle(id, async move { h.commit(l, &payload, t).await }, Done::Bool)
   }
 
-  /// Releases the lease without a value; `error` (serialized) reaches the callers waiting for it.
+  /// Releases lease `lease` without a value; `error` (serialized) reaches the callers waiting for it.
   #[napi]
   pub fn abort(&self, id: u32, lease: u32, error: Option<Buffer>, lease_ms: f64) -> Result<(), Code> {
-    let s = self.store()?;
-    let l = self.leases.lock().remove(&lease);
+    let h = self.held()?;
+    let l = h.take(lease);
     let error = error.map(|e| e.to_vec());
     let keep = ms(lease_ms);
-    settle(
-      id,
-      async move {
-        match l {
-          Some(l) => s.abort(l, error.as_deref(), keep).await,
-          None => Ok(()),
-        }
-      },
-      |()| Done::Nothing,
-    )
+    settle(id, async move { h.abort(l, error.as_deref(), keep).await }, |()| {
+      Done::Nothing
+    })
   }
 
   /// Stores a payload without a lease.
@@ -384,39 +357,43 @@ impl NativeRemote {
     now: f64,
   ) -> Result<(), Code> {
     let d = digest_of(io)?;
-    let s = self.store()?;
+    let h = self.held()?;
     let t = times(stale_at_ms, expires_ms, now);
     let payload = payload.to_vec();
-    settle(id, async move { s.put(&d, &payload, t).await }, |()| Done::Nothing)
+    settle(id, async move { h.store().put(&d, &payload, t).await }, |()| {
+      Done::Nothing
+    })
   }
 
   /// Removes the entry (and lease) of the digest in `io`; resolves whether an entry was there.
   #[napi]
   pub fn delete(&self, id: u32, io: &[u8]) -> Result<(), Code> {
     let d = digest_of(io)?;
-    let s = self.store()?;
-    settle(id, async move { s.delete(&d).await }, Done::Bool)
+    let h = self.held()?;
+    settle(id, async move { h.store().delete(&d).await }, Done::Bool)
   }
 
   /// Removes every entry and lease of the namespace.
   #[napi]
   pub fn clear(&self, id: u32) -> Result<(), Code> {
-    let s = self.store()?;
-    settle(id, async move { s.clear().await }, |()| Done::Nothing)
+    let h = self.held()?;
+    settle(id, async move { h.store().clear().await }, |()| Done::Nothing)
   }
 
   /// Removes every lease of the namespace; resolves how many there were.
   #[napi]
   pub fn clear_locks(&self, id: u32) -> Result<(), Code> {
-    let s = self.store()?;
-    settle(id, async move { s.clear_locks().await }, |n| Done::Number(n as f64))
+    let h = self.held()?;
+    settle(id, async move { h.store().clear_locks().await }, |n| {
+      Done::Number(n as f64)
+    })
   }
 
   /// Entries of the namespace that have not expired.
   #[napi]
   pub fn size(&self, id: u32) -> Result<(), Code> {
-    let s = self.store()?;
-    settle(id, async move { s.len().await }, |n| Done::Number(n as f64))
+    let h = self.held()?;
+    settle(id, async move { h.store().len().await }, |n| Done::Number(n as f64))
   }
 
   /// Closes this handle: leases still held are released (their callers' commits are refused),
@@ -424,15 +401,8 @@ impl NativeRemote {
   #[napi]
   pub fn close(&mut self) {
     self.slot.release(&HOT);
-    let leases: Vec<Lease> = self.leases.lock().drain().map(|(_, l)| l).collect();
-    if let Some(s) = self.store.take() {
-      if !leases.is_empty() {
-        runtime().spawn(async move {
-          for l in leases {
-            let _ = s.abort(l, None, Duration::ZERO).await;
-          }
-        });
-      }
+    if let Some(h) = self.held.take() {
+      h.release_all();
     }
   }
 }

@@ -105,6 +105,7 @@ macro_rules! on_server {
 
 #[cfg(test)]
 mod clock_tests;
+mod held;
 mod lease;
 #[cfg(test)]
 mod protocol_tests;
@@ -114,6 +115,7 @@ pub mod sql;
 pub(crate) mod testing;
 mod wakeups;
 
+pub use held::{Claimed, HeldLeases};
 use lease::new_token;
 pub use lease::{Lease, Token};
 pub(crate) use wakeups::Wakeups;
