@@ -203,37 +203,22 @@ export abstract class Computations<K> {
     return p
   }
 
-  /** Computes without the lock (the store failed, or the wait ended without a value), storing if `k` is given. */
-  protected async computeUnlocked(
+  /**
+   * Computes, then stores the value (releasing `claim`'s lock, if the lock is still ours) or, on a
+   * rejection, releases the lock with the error. Without a claim (the wait ended without a value)
+   * the value is stored unlocked; without `k` (the store failed) it is not stored.
+   */
+  protected async compute(
     self: unknown,
     a: ArrayLike<unknown>,
     k: K | undefined,
-    force = false,
-  ): Promise<unknown> {
-    this.stats.computations++
-    let v: unknown
-    try {
-      v = await this.fn.apply(self, a as unknown[])
-    } catch (err) {
-      this.stats.errors++
-      throw err
-    }
-    if (k !== undefined && this.store !== null) await this.keep(this.store, k, v, true, undefined, force)
-    return v
-  }
-
-  /** Computes holding `claim`'s lock, then stores (if the lock is still ours) or releases it with the error. */
-  protected async computeLocked(
-    self: unknown,
-    a: ArrayLike<unknown>,
-    k: K,
-    id: string,
-    claim: Claim,
     force: boolean,
+    claim?: Claim,
+    id = '',
   ): Promise<unknown> {
-    const s = this.store!
+    const s = this.store
     const gen = this.generation
-    this.held.set(id, { k, claim })
+    if (claim !== undefined) this.held.set(id, { k: k!, claim })
     this.stats.computations++
     let v: unknown
     try {
@@ -241,11 +226,12 @@ export abstract class Computations<K> {
     } catch (err) {
       this.stats.errors++
       // Awaited: a call made after this rejection finds the lock released and computes again.
-      if (this.settle(id, true, gen)) await this.release(s, k, claim, err)
+      if (claim !== undefined && this.settle(id, true, gen)) await this.release(s!, k!, claim, err)
       throw err
     }
+    if (k === undefined || s === null) return v
     // clearLocks() or close() took the lock away meanwhile: the value is returned, not stored.
-    if (this.settle(id, true, gen)) await this.keep(s, k, v, true, claim, force)
+    if (claim === undefined || this.settle(id, true, gen)) await this.keep(s, k, v, true, claim, force)
     return v
   }
 
@@ -269,7 +255,7 @@ export abstract class Computations<K> {
         found = await s.read(k)
       } catch (e) {
         this.backendFailure(e)
-        return this.computeUnlocked(self, a, undefined)
+        return this.compute(self, a, undefined, false)
       }
       if (this.closed) throw closedError(this.o.namespace)
       const old = found !== undefined && maxAge !== undefined && now() - found.created > maxAge
@@ -283,7 +269,7 @@ export abstract class Computations<K> {
       claim = await (s.sync ? s.lockAsync!(k, force) : s.lock(k, force))
     } catch (e) {
       this.backendFailure(e)
-      return this.computeUnlocked(self, a, undefined)
+      return this.compute(self, a, undefined, false)
     }
     switch (claim.state) {
       case ClaimState.Value: {
@@ -295,16 +281,16 @@ export abstract class Computations<K> {
         return f.value
       }
       case ClaimState.Acquired:
-        return this.computeLocked(self, a, k, id, claim, force)
+        return this.compute(self, a, k, force, claim, id)
       case ClaimState.Failed:
         this.stats.waits++
         throw claim.error
       case ClaimState.Unlocked:
-        return this.computeUnlocked(self, a, k, force)
+        return this.compute(self, a, k, force)
       default:
         // lockTimeout passed, or the holder finished without a value: compute here, unlocked.
         this.stats.waits++
-        return this.computeUnlocked(self, a, k, force)
+        return this.compute(self, a, k, force)
     }
   }
 

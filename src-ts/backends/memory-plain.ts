@@ -5,7 +5,7 @@ import { INT_LIMIT, KeyRouter } from '../key-router'
 import type { Container } from '../key-router'
 import type { Counters } from '../computations'
 import type { AnyFn } from '../types'
-import { ClaimState } from './store'
+import { ThreadStore } from './thread-store'
 import type { Claim, EntryTimes, Found, Store } from './store'
 
 /*
@@ -22,7 +22,6 @@ import type { Claim, EntryTimes, Found, Store } from './store'
 
 /** Stands for a cached `undefined` (an absent slot reads as `undefined`). */
 const UNDEF = Object.freeze({ cachette: 'undefined' })
-const UNLOCKED: Claim = Object.freeze({ state: ClaimState.Unlocked })
 
 /** Where a key's value lives, kept across a computation: `src` walks the path again if it was pruned. */
 export interface PlainLoc {
@@ -33,9 +32,7 @@ export interface PlainLoc {
   detachments: number
 }
 
-export class PlainBackend implements Store<KeyRouter | PlainLoc> {
-  readonly sync = true
-  readonly holdsPending = true
+export class PlainBackend extends ThreadStore implements Store<KeyRouter | PlainLoc> {
   readonly router = new KeyRouter(true)
   private count = 0
   /** Pending Promises: when each started, and where it is stored. */
@@ -102,10 +99,6 @@ export class PlainBackend implements Store<KeyRouter | PlainLoc> {
 
   private createdAt(c: Container, k: unknown): number {
     return (Array.isArray(c) ? this.intsAt[k as number] : this.timesOf.get(c)?.get(k)) ?? this.firstWrite
-  }
-
-  lock(): Claim {
-    return UNLOCKED
   }
 
   /** The container to store `loc` in now: its path walked again if a nested call pruned it, or null after a clear. */
@@ -201,23 +194,12 @@ export class PlainBackend implements Store<KeyRouter | PlainLoc> {
     return this.count
   }
 
-  release(): void {}
-
   clearLocks(): void {
     for (const [, p] of [...this.pending]) this.erase(p.c, p.k)
   }
 
   trackAge(): void {
     this.tracking = true
-  }
-
-  flush(): Promise<void> {
-    return Promise.resolve()
-  }
-
-  close(): Promise<void> {
-    this.clear()
-    return Promise.resolve()
   }
 
   /**

@@ -6,7 +6,7 @@ import type { Node } from '../key-trie'
 import type { ResolvedOptions } from '../options'
 import { codecFor, encodeTransient } from '../serializer'
 import type { Codec } from '../serializer'
-import { ClaimState } from './store'
+import { ThreadStore } from './thread-store'
 import type { Claim, EntryTimes, Found, Store } from './store'
 
 /*
@@ -41,14 +41,11 @@ export interface Loc {
   key: unknown
 }
 
-const UNLOCKED: Claim = Object.freeze({ state: ClaimState.Unlocked })
 /** -1 (never) as a time to compare with. */
 const time = (t: number): number => (t < 0 ? Infinity : t)
 
 /** A `memory` store with a ttl, `maxEntries`, `maxBytes` or `maxValueBytes`. */
-export class MemoryBackend implements Store<KeyRouter | Loc> {
-  readonly sync = true
-  readonly holdsPending = true
+export class MemoryBackend extends ThreadStore implements Store<KeyRouter | Loc> {
   readonly router = new KeyRouter(false)
   private epoch = 0
   private count = 0
@@ -63,6 +60,7 @@ export class MemoryBackend implements Store<KeyRouter | Loc> {
   private readonly found: Found = { value: undefined, fresh: true, created: 0, wasPromise: false, pending: false }
 
   constructor(private readonly o: ResolvedOptions) {
+    super()
     this.bounded = o.maxEntries !== undefined || o.maxBytes !== undefined
     this.measure = o.maxBytes !== undefined || o.maxValueBytes !== undefined
     this.codec = codecFor(o.serializer)
@@ -113,10 +111,6 @@ export class MemoryBackend implements Store<KeyRouter | Loc> {
     return f
   }
 
-  lock(): Claim {
-    return UNLOCKED
-  }
-
   write(
     k: KeyRouter | Loc,
     value: unknown,
@@ -162,19 +156,8 @@ export class MemoryBackend implements Store<KeyRouter | Loc> {
     return this.count
   }
 
-  release(): void {}
-
   clearLocks(): void {
     for (const e of [...this.pendingEntries]) this.remove(e)
-  }
-
-  flush(): Promise<void> {
-    return Promise.resolve()
-  }
-
-  close(): Promise<void> {
-    this.clear()
-    return Promise.resolve()
   }
 
   private unlink(e: Entry): void {

@@ -288,43 +288,23 @@ fn store_read_or_lock(
   })
 }
 
-/// Stores `payload` for the digest in `io` (write-behind on disk).
+/// Stores `payload` for the digest in `io` (write-behind on disk); with `owner`, also releases
+/// the lock that owner took.
 fn store_put(
   handle: u32,
   io: &[u8],
   payload: &[u8],
-  stale_at_ms: f64,
-  expires_ms: f64,
-  now_ms: f64,
+  (stale_at_ms, expires_ms, now_ms): (f64, f64, f64),
+  owner: Option<u32>,
 ) -> Result<(), Code> {
   let h = hot(handle)?;
   let d = digest_of(io)?;
-  h.store
-    .put(h.ns, &d, payload, times(stale_at_ms, expires_ms, now_ms))
-    .map_err(coded)
-}
-
-/// Stores the computed payload and releases the lock taken by `owner`.
-fn store_put_and_release(
-  handle: u32,
-  io: &[u8],
-  payload: &[u8],
-  stale_at_ms: f64,
-  expires_ms: f64,
-  now_ms: f64,
-  owner: u32,
-) -> Result<(), Code> {
-  let h = hot(handle)?;
-  let d = digest_of(io)?;
-  h.store
-    .put_and_release(
-      h.ns,
-      &d,
-      payload,
-      times(stale_at_ms, expires_ms, now_ms),
-      u64::from(owner),
-    )
-    .map_err(coded)
+  let t = times(stale_at_ms, expires_ms, now_ms);
+  match owner {
+    Some(o) => h.store.put_and_release(h.ns, &d, payload, t, u64::from(o)),
+    None => h.store.put(h.ns, &d, payload, t),
+  }
+  .map_err(coded)
 }
 
 /// A store opened for one namespace.

@@ -255,7 +255,8 @@ unsafe extern "C" fn store_put(env: sys::napi_env, info: sys::napi_callback_info
   finish(env, || {
     let a = Args::<6>::read(env, info)?;
     let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
-    crate::store_put(a.u32(0)?, slice(io), slice(payload), a.f64(3)?, a.f64(4)?, a.f64(5)?)?;
+    let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
+    crate::store_put(a.u32(0)?, slice(io), slice(payload), t, None)?;
     Ok(None)
   })
 }
@@ -265,15 +266,8 @@ unsafe extern "C" fn store_put_and_release(env: sys::napi_env, info: sys::napi_c
   finish(env, || {
     let a = Args::<7>::read(env, info)?;
     let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
-    crate::store_put_and_release(
-      a.u32(0)?,
-      slice(io),
-      slice(payload),
-      a.f64(3)?,
-      a.f64(4)?,
-      a.f64(5)?,
-      a.u32(6)?,
-    )?;
+    let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
+    crate::store_put(a.u32(0)?, slice(io), slice(payload), t, Some(a.u32(6)?))?;
     Ok(None)
   })
 }

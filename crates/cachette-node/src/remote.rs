@@ -18,7 +18,7 @@ use crate::handles;
 use cachette_core::clock;
 use cachette_core::envelope::Freshness;
 use cachette_core::key::Keyspace;
-use cachette_core::store::remote::{runtime, Claimed, DirectRead, HeldLeases, RemoteStore, ServerSpec};
+use cachette_core::store::remote::{runtime, Acquired, DirectRead, HeldLeases, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
 use crate::{coded, digest_of, failure, hash_into, invalid, napi_failure, now_ms, times, ClaimState, Code, Failure};
@@ -213,7 +213,7 @@ impl Drop for NativeRemote {
 }
 
 /// The JS view of an acquire.
-fn acquired(a: Claimed) -> Acquire {
+fn acquired(a: Acquired<u32>) -> Acquire {
   let none = Acquire {
     state: ClaimState::TimedOut as i32,
     payload: None,
@@ -223,24 +223,24 @@ fn acquired(a: Claimed) -> Acquire {
     error: None,
   };
   match a {
-    Claimed::Value(t, payload) => Acquire {
+    Acquired::Value(t, payload) => Acquire {
       state: ClaimState::Value as i32,
       fresh: Some(t.freshness(now_ms()) == Freshness::Fresh),
       created: Some(t.created_ms as f64),
       payload: Some(payload.into()),
       ..none
     },
-    Claimed::Locked(id) => Acquire {
+    Acquired::Locked(id) => Acquire {
       state: ClaimState::Acquired as i32,
       lease: Some(id),
       ..none
     },
-    Claimed::Failed(e) => Acquire {
+    Acquired::Failed(e) => Acquire {
       state: ClaimState::Failed as i32,
       error: Some(e.into()),
       ..none
     },
-    Claimed::TimedOut => none,
+    Acquired::TimedOut => none,
   }
 }
 
@@ -310,9 +310,12 @@ impl NativeRemote {
     let d = digest_of(io)?;
     let h = self.held()?;
     let (lease, timeout) = (ms(lease_ms), ms(timeout_ms));
-    settle(id, async move { h.acquire(&d, lease, timeout, force).await }, |a| {
-      Done::Acquire(acquired(a))
-    })
+    let store = h.clone();
+    settle(
+      id,
+      async move { store.store().acquire(&d, lease, timeout, force).await },
+      move |a| Done::Acquire(acquired(h.hold(a))),
+    )
   }
 
   /// Stores the computed payload if lease `lease` still owns the key; resolves whether it did.

@@ -11,16 +11,6 @@ use parking_lot::Mutex;
 use super::{runtime, Acquired, Lease, RemoteStore};
 use crate::envelope::Times;
 use crate::error::CoreResult;
-use crate::key::Digest;
-
-/// How [`HeldLeases::acquire`] ended: as [`Acquired`], a held lease named by its number.
-#[derive(Debug)]
-pub enum Claimed {
-  Value(Times, Vec<u8>),
-  Locked(u32),
-  Failed(Vec<u8>),
-  TimedOut,
-}
 
 /// One namespace's store and the leases its callers hold on it.
 pub struct HeldLeases {
@@ -44,18 +34,18 @@ impl HeldLeases {
     &self.store
   }
 
-  /// [`RemoteStore::acquire`]; a lease taken is kept here under the number returned.
-  pub async fn acquire(&self, digest: &Digest, lease: Duration, timeout: Duration, force: bool) -> CoreResult<Claimed> {
-    Ok(match self.store.acquire(digest, lease, timeout, force).await? {
-      Acquired::Value(t, v) => Claimed::Value(t, v),
+  /// What [`RemoteStore::acquire`] answered, a lease taken kept here under the number returned.
+  pub fn hold(&self, acquired: Acquired) -> Acquired<u32> {
+    match acquired {
+      Acquired::Value(t, v) => Acquired::Value(t, v),
       Acquired::Locked(l) => {
         let id = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
         self.leases.lock().insert(id, l);
-        Claimed::Locked(id)
+        Acquired::Locked(id)
       }
-      Acquired::Failed(e) => Claimed::Failed(e),
-      Acquired::TimedOut => Claimed::TimedOut,
-    })
+      Acquired::Failed(e) => Acquired::Failed(e),
+      Acquired::TimedOut => Acquired::TimedOut,
+    }
   }
 
   /// Takes lease `id` out of the table (None: committed, aborted or released already).
@@ -119,7 +109,7 @@ mod tests {
         let held = Arc::new(HeldLeases::new(open()));
         held.store().clear().await.expect("clear");
         let (a, b) = (ks.digest_encoded(b"a"), ks.digest_encoded(b"b"));
-        let Claimed::Locked(id) = held.acquire(&a, LEASE, PATIENCE, false).await.expect("acquire") else {
+        let Acquired::Locked(id) = held.hold(held.store().acquire(&a, LEASE, PATIENCE, false).await.expect("acquire")) else {
           panic!("{url}: a miss takes the lease")
         };
         let lease = held.take(id);
@@ -134,19 +124,19 @@ mod tests {
           "{url}"
         );
         assert!(
-          matches!(held.acquire(&a, LEASE, PATIENCE, false).await.expect("acquire"), Claimed::Value(_, v) if v == b"v")
+          matches!(held.hold(held.store().acquire(&a, LEASE, PATIENCE, false).await.expect("acquire")), Acquired::Value(_, v) if v == b"v")
         );
         // A lease still held when the namespace closes is released: another caller takes it at once.
         assert!(matches!(
-          held.acquire(&b, LEASE, PATIENCE, false).await.expect("acquire"),
-          Claimed::Locked(_)
+          held.hold(held.store().acquire(&b, LEASE, PATIENCE, false).await.expect("acquire")),
+          Acquired::Locked(_)
         ));
         assert_eq!(held.held(), 1);
         held.release_all();
         assert_eq!(held.held(), 0);
         let other = HeldLeases::new(open());
-        let r = other.acquire(&b, LEASE, PATIENCE, false).await.expect("acquire");
-        assert!(matches!(r, Claimed::Locked(_)), "{url}: {r:?}");
+        let r = other.hold(other.store().acquire(&b, LEASE, PATIENCE, false).await.expect("acquire"));
+        assert!(matches!(r, Acquired::Locked(_)), "{url}: {r:?}");
         other.store().clear().await.expect("clear");
       });
     }

@@ -71,13 +71,14 @@ pub(crate) enum Attempt {
   Failed(Vec<u8>),
 }
 
-/// How [`RemoteStore::acquire`] ended.
+/// How [`RemoteStore::acquire`] ended (`L`: how the lease held is named; [`HeldLeases`] names it
+/// by number).
 #[derive(Debug)]
-pub enum Acquired {
+pub enum Acquired<L = Lease> {
   /// A stored entry (fresh or stale; expired entries are misses).
   Value(Times, Vec<u8>),
   /// The caller holds the key's lease: compute, then [`RemoteStore::commit`] or [`RemoteStore::abort`].
-  Locked(Lease),
+  Locked(L),
   /// The computation this caller waited for failed with this serialized error.
   Failed(Vec<u8>),
   /// `timeout` passed while another caller held the lease.
@@ -115,7 +116,7 @@ pub mod sql;
 pub(crate) mod testing;
 mod wakeups;
 
-pub use held::{Claimed, HeldLeases};
+pub use held::HeldLeases;
 use lease::new_token;
 pub use lease::{Lease, Token};
 pub(crate) use wakeups::Wakeups;

@@ -22,6 +22,15 @@ fn open_at(dir: &TempDir) -> (Arc<DiskStore>, ManualClock) {
   (s, clock)
 }
 
+/// Times of an entry that expired just before `now`.
+fn expired(now: u64) -> Times {
+  Times {
+    created_ms: now - 10,
+    stale_at_ms: now - 5,
+    expires_ms: now - 1,
+  }
+}
+
 /// Times of an entry created at `T0`, stale after `stale` ms and expired after `expires` ms.
 fn ttl(stale: u64, expires: u64) -> Times {
   Times {
@@ -36,17 +45,7 @@ fn expired_entries_read_as_misses() {
   let dir = crate::test_dir::TempDir::new();
   let (s, clock) = open_at(&dir);
   let now = clock.now_ms();
-  s.put(
-    NS,
-    &digest(1),
-    b"old",
-    Times {
-      created_ms: now - 10,
-      stale_at_ms: now - 5,
-      expires_ms: now - 1,
-    },
-  )
-  .unwrap();
+  s.put(NS, &digest(1), b"old", expired(now)).unwrap();
   assert!(s.get(NS, &digest(1)).unwrap().is_none());
   s.put(
     NS,
@@ -67,17 +66,7 @@ fn compaction_reclaims_expired_entries_and_keeps_live_ones() {
   let dir = crate::test_dir::TempDir::new();
   let (s, clock) = open_at(&dir);
   let now = clock.now_ms();
-  s.put(
-    NS,
-    &digest(1),
-    b"gone",
-    Times {
-      created_ms: now - 10,
-      stale_at_ms: now - 5,
-      expires_ms: now - 1,
-    },
-  )
-  .unwrap();
+  s.put(NS, &digest(1), b"gone", expired(now)).unwrap();
   s.put(NS, &digest(2), b"kept", Times::forever(now)).unwrap();
   s.flush(false).unwrap();
   let Some(Conn::Owner { db, .. }) = &*s.inner.conn.read() else {
