@@ -169,7 +169,10 @@ export declare const IO_WAITED: number
 
 /** The state of a calculation lock request, as JS sees it. */
 export interface LockResult {
-  /** 0: acquired; 1: settled by another caller (read again); 2: timed out. */
+  /**
+   * A [`ClaimState`]: `Acquired`, `Settled` (another caller finished: read again), `Failed`
+   * (`error` is its serialized error) or `TimedOut`.
+   */
   state: number
   /** The other caller's serialized error, when it failed. */
   error?: Buffer

@@ -195,9 +195,9 @@ export class NativeBackend implements Store<Buffer> {
 
   /** A claim from a plain lock: the value is read again unless `force` (another caller may have stored it). */
   private claimOfLock(lr: LockResult, k: Buffer, force: boolean): Claim {
-    if (lr.state === 2) return TIMED_OUT
-    if (lr.state === 1) {
-      if (lr.error) return { state: ClaimState.Failed, error: decodeError(lr.error) }
+    if (lr.state === ClaimState.TimedOut) return TIMED_OUT
+    if (lr.state === ClaimState.Failed) return { state: ClaimState.Failed, error: decodeError(lr.error!) }
+    if (lr.state === ClaimState.Settled) {
       const found = this.decoded(storeGetHashed(this.h, k, scratch), k)
       return found === undefined ? SETTLED : { state: ClaimState.Value, found: { ...found } }
     }

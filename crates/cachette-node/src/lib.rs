@@ -147,20 +147,31 @@ fn copy_found(io: &mut [u8], scratch: &mut [u8], now: u64, times: Times, payload
 /// The state of a calculation lock request, as JS sees it.
 #[napi(object)]
 pub struct LockResult {
-  /// 0: acquired; 1: settled by another caller (read again); 2: timed out.
-  pub state: u32,
+  /// A [`ClaimState`]: `Acquired`, `Settled` (another caller finished: read again), `Failed`
+  /// (`error` is its serialized error) or `TimedOut`.
+  pub state: i32,
   /// The other caller's serialized error, when it failed.
   pub error: Option<Buffer>,
 }
 
 fn lock_result(o: LockOutcome) -> LockResult {
   match o {
-    LockOutcome::Acquired => LockResult { state: 0, error: None },
-    LockOutcome::Settled(e) => LockResult {
-      state: 1,
-      error: e.map(Buffer::from),
+    LockOutcome::Acquired => LockResult {
+      state: ClaimState::Acquired as i32,
+      error: None,
     },
-    LockOutcome::TimedOut => LockResult { state: 2, error: None },
+    LockOutcome::Settled(None) => LockResult {
+      state: ClaimState::Settled as i32,
+      error: None,
+    },
+    LockOutcome::Settled(Some(e)) => LockResult {
+      state: ClaimState::Failed as i32,
+      error: Some(e.into()),
+    },
+    LockOutcome::TimedOut => LockResult {
+      state: ClaimState::TimedOut as i32,
+      error: None,
+    },
   }
 }
 
