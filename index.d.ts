@@ -205,16 +205,6 @@ export declare function remoteCompletions(callback: (done: [id: number, result: 
 /** Reads the entry of the digest in `io`: request `id` completes with it, or `null` when absent. */
 export declare function remoteGet(handle: number, id: number, io: Uint8Array): void
 
-/** Hashes an encoded argument list into `io` (the digest fills bytes 0–31). */
-export declare function remoteHash(handle: number, key: Uint8Array, io: Buffer): void
-
-/**
- * Checks `bytes`, an entry read directly (see `directRead()`) for the digest in `io`. Returns
- * where its payload ends, with its start, freshness and creation time in `io`; or -1 when the
- * bytes are no entry of this key (a miss).
- */
-export declare function remoteOpen(handle: number, io: Buffer, bytes: Uint8Array): number
-
 /** Keeps the event loop alive (`true`) while requests of this thread are pending, or lets it go. */
 export declare function remoteRef(hold: boolean): void
 

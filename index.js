@@ -849,7 +849,5 @@ module.exports.openShared = nativeBinding.openShared
 module.exports.registerOwner = nativeBinding.registerOwner
 module.exports.remoteCompletions = nativeBinding.remoteCompletions
 module.exports.remoteGet = nativeBinding.remoteGet
-module.exports.remoteHash = nativeBinding.remoteHash
-module.exports.remoteOpen = nativeBinding.remoteOpen
 module.exports.remoteRef = nativeBinding.remoteRef
 module.exports.setTestTime = nativeBinding.setTestTime

@@ -85,9 +85,13 @@ const row = (name, r, key, c, extra = {}) => ({
 
 export async function redisScenarios() {
   const namespace = `bench-redis-${process.pid}`
-  const f = memoize(async (k) => value(k), { backend: 'redis', url: REDIS_URL, namespace, onBackendError: 'throw' })
+  const opts = { backend: 'redis', url: REDIS_URL, namespace, onBackendError: 'throw' }
+  const f = memoize(async (k) => value(k), opts)
+  // The same entries read through the core's connection instead of this thread's ioredis client.
+  const fCore = memoize(async (k) => value(k), { ...opts, directReads: false })
   const KEYS = 64
   for (let k = 0; k < KEYS; k++) await f(k)
+  for (let k = 0; k < KEYS; k++) await fCore(k)
   const plain = new Redis(REDIS_URL)
   const piped = new Redis(REDIS_URL, { enableAutoPipelining: true })
   // The exact keys cachette stored its entries under, read raw.
@@ -102,16 +106,19 @@ export async function redisScenarios() {
   if (own.length === 0) throw new Error('bench: cachette wrote no Redis entry')
   const lat = await latencies([
     { name: 'cachette', run: (i) => f(i % KEYS).then((v) => v.tags.length) },
+    { name: 'cachetteCore', run: (i) => fCore(i % KEYS).then((v) => v.tags.length) },
     { name: 'ioredis', run: (i) => plain.getBuffer(own[i % own.length]).then((b) => b.length) },
   ])
   const thr = await inFlight([
     { name: 'cachette', run: (i) => f(i % KEYS).then((v) => v.tags.length) },
+    { name: 'cachetteCore', run: (i) => fCore(i % KEYS).then((v) => v.tags.length) },
     { name: 'ioredis', run: (i) => piped.getBuffer(own[i % own.length]).then((b) => b.length) },
   ])
   plain.disconnect()
   piped.disconnect()
   await f.clear()
   await f.close()
+  await fCore.close()
   const lr = lat.cachette / lat.ioredis
   const tr = thr.cachette / thr.ioredis
   return [
@@ -123,6 +130,8 @@ export async function redisScenarios() {
           target: '≤ 1.1×',
           pass: lr <= 1.1,
         }),
+        row('cachette hit, directReads: false (through the core)', lat, 'cachetteCore'),
+        row('ioredis GET, against the directReads: false row', lat, 'ioredis', lat.cachetteCore),
       ],
       targets: [{ text: 'redis hit p50: cachette ≤ 1.1× a raw ioredis GET', pass: lr <= 1.1, value: lr }],
       notes: ['each call timed alone; ns = median over all calls of all rounds'],
@@ -135,6 +144,8 @@ export async function redisScenarios() {
           target: '≤ 1.0× (throughput ≥)',
           pass: tr <= 1.0,
         }),
+        row('cachette hit, directReads: false (through the core)', thr, 'cachetteCore'),
+        row('ioredis auto-pipelining, against the directReads: false row', thr, 'ioredis', thr.cachetteCore),
       ],
       targets: [
         { text: 'redis throughput, 64 in flight: cachette ≥ ioredis auto-pipelining', pass: tr <= 1.0, value: tr },
@@ -152,6 +163,7 @@ export async function pgScenario() {
   const opts = { backend: 'sql', namespace, onBackendError: 'throw' }
   const f = memoize(async (k) => value(k), { ...opts, url: plain })
   const fTls = memoize(async (k) => value(k), { ...opts, url: PG_URL })
+  const fCore = memoize(async (k) => value(k), { ...opts, url: plain, directReads: false })
   const KEYS = 64
   await f.peek(0) // creates the table
   const client = new pg.Client({ connectionString: plain })
@@ -161,6 +173,7 @@ export async function pgScenario() {
   const before = new Set((await client.query('SELECT ns, k FROM cachette')).rows.map(id))
   for (let k = 0; k < KEYS; k++) await f(k)
   for (let k = 0; k < KEYS; k++) await fTls(k)
+  for (let k = 0; k < KEYS; k++) await fCore(k)
   const own = (await client.query('SELECT ns, k FROM cachette')).rows.filter((r) => !before.has(id(r)))
   const ns = own[0]?.ns
   if (!ns) throw new Error('bench: cachette wrote no PostgreSQL row')
@@ -168,6 +181,7 @@ export async function pgScenario() {
   const lat = await latencies([
     { name: 'cachette', run: (i) => f(i % KEYS).then((v) => v.tags.length) },
     { name: 'cachetteTls', run: (i) => fTls(i % KEYS).then((v) => v.tags.length) },
+    { name: 'cachetteCore', run: (i) => fCore(i % KEYS).then((v) => v.tags.length) },
     {
       name: 'pg',
       run: (i) => client.query({ ...sel, values: [ns, own[i % own.length].k] }).then((r) => r.rows[0].v.length),
@@ -177,6 +191,7 @@ export async function pgScenario() {
   await f.clear()
   await f.close()
   await fTls.close()
+  await fCore.close()
   const ratio = lat.cachette / lat.pg
   return {
     title: `10. postgres hit, one call at a time (p50 latency)`,
@@ -187,10 +202,12 @@ export async function pgScenario() {
         pass: ratio <= 1.2,
       }),
       row('cachette hit, default sslmode (prefer: TLS if offered)', lat, 'cachetteTls'),
+      row('cachette hit, directReads: false (through the core)', lat, 'cachetteCore'),
+      row('pg SELECT, against the directReads: false row', lat, 'pg', lat.cachetteCore),
     ],
     targets: [{ text: 'postgres hit p50: cachette ≤ 1.2× a raw pg SELECT', pass: ratio <= 1.2, value: ratio }],
     notes: [
-      "both rows compared connect with sslmode=disable (pg's default transport); hits are read on the calling thread's own connection",
+      "both rows compared connect with sslmode=disable (pg's default transport); hits are read on the calling thread's own pg connection",
     ],
   }
 }

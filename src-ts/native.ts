@@ -43,6 +43,13 @@ interface HotPath {
     nowMs: number,
     owner: number,
   ): void
+  /** Hashes the encoded arguments `key` into the digest bytes of `io` (a remote namespace's handle). */
+  remoteHash(handle: number, key: Uint8Array, io: Buffer): void
+  /**
+   * Checks `bytes`, read directly for the digest in `io`: where the payload ends (its start,
+   * freshness and creation time are then in `io`), or -1 when they are no live entry of this key.
+   */
+  remoteOpen(handle: number, io: Buffer, bytes: Buffer): number
 }
 const hot = binding as unknown as HotPath
 export const storeGet = hot.storeGet
@@ -101,7 +108,7 @@ export class Remote {
     this.h = n.handle()
   }
   hash(key: Uint8Array, io: Buffer): void {
-    binding.remoteHash(this.h, key, io)
+    hot.remoteHash(this.h, key, io)
   }
   get(io: Buffer) {
     return request<Found | null>((id) => binding.remoteGet(this.h, id, io))
@@ -115,7 +122,7 @@ export class Remote {
    * freshness and creation time are in `io`), or -1 when they are no live entry of this key.
    */
   open(io: Buffer, bytes: Buffer): number {
-    return binding.remoteOpen(this.h, io, bytes)
+    return hot.remoteOpen(this.h, io, bytes)
   }
   acquire(io: Buffer, leaseMs: number, timeoutMs: number, force: boolean) {
     return request<Acquire>((id) => this.n.acquire(id, io, leaseMs, timeoutMs, force))

@@ -1,5 +1,6 @@
 //! The hot-path functions (`storeGet`, `storeGetHashed`, `storeReadOrLock`, `storePut`,
-//! `storePutAndRelease`) as plain Node-API callbacks. A `#[napi]` function registers every
+//! `storePutAndRelease`, and the remote stores' `remoteHash` and `remoteOpen`) as plain Node-API
+//! callbacks. A `#[napi]` function registers every
 //! Buffer argument in napi-rs's process-wide borrow table and opens a borrow scope per call,
 //! which costs more than a whole hit; these read their arguments with three Node-API calls
 //! each and hand the same slices to the functions in `lib.rs`.
@@ -22,12 +23,14 @@ type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> 
 /// Adds the hot-path functions to the module's exports.
 #[napi(module_exports)]
 pub fn register_hot_path(exports: Object, env: Env) -> Result<()> {
-  let functions: [(&str, Callback); 5] = [
+  let functions: [(&str, Callback); 7] = [
     ("storeGet", store_get),
     ("storeGetHashed", store_get_hashed),
     ("storeReadOrLock", store_read_or_lock),
     ("storePut", store_put),
     ("storePutAndRelease", store_put_and_release),
+    ("remoteHash", remote_hash),
+    ("remoteOpen", remote_open),
   ];
   for (name, cb) in functions {
     let cname = CString::new(name).map_err(|e| Error::from_reason(e.to_string()))?;
@@ -269,5 +272,27 @@ unsafe extern "C" fn store_put_and_release(env: sys::napi_env, info: sys::napi_c
     let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
     crate::store_put(a.u32(0)?, slice(io), slice(payload), t, Some(a.u32(6)?))?;
     Ok(None)
+  })
+}
+
+/// `remoteHash(handle, key, io)`: see remote.rs.
+unsafe extern "C" fn remote_hash(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<3>::read(env, info)?;
+    let (key, io) = (a.bytes(1)?, io_checked(a.bytes(2)?)?);
+    disjoint(&[key, io], &[false, true])?;
+    crate::remote::remote_hash(a.u32(0)?, slice(key), slice_mut(io))?;
+    Ok(None)
+  })
+}
+
+/// `remoteOpen(handle, io, bytes)`: see remote.rs.
+unsafe extern "C" fn remote_open(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  finish(env, || {
+    let a = Args::<3>::read(env, info)?;
+    let (io, bytes) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
+    disjoint(&[io, bytes], &[true, false])?;
+    let end = crate::remote::remote_open(a.u32(0)?, slice_mut(io), slice(bytes))?;
+    Ok(Some(end as f64))
   })
 }

@@ -157,10 +157,9 @@ fn hot(handle: u32) -> Result<Arc<RemoteHot>, Code> {
   handles::get(&HOT, handle)
 }
 
-/// Hashes an encoded argument list into `io` (the digest fills bytes 0–31).
-#[napi]
-pub fn remote_hash(handle: u32, key: &[u8], mut io: BufferSlice) -> Result<(), Code> {
-  hash_into(&hot(handle)?.keyspace, key, &mut io)
+/// Hashes an encoded argument list into `io` (the digest fills bytes 0–31); `remoteHash` in raw.rs.
+pub(crate) fn remote_hash(handle: u32, key: &[u8], io: &mut [u8]) -> Result<(), Code> {
+  hash_into(&hot(handle)?.keyspace, key, io)
 }
 
 /// Reads the entry of the digest in `io`: request `id` completes with it, or `null` when absent.
@@ -179,10 +178,9 @@ pub fn remote_get(handle: u32, id: u32, io: &[u8]) -> Result<(), Code> {
 
 /// Checks `bytes`, an entry read directly (see `directRead()`) for the digest in `io`. Returns
 /// where its payload ends, with its start, freshness and creation time in `io`; or -1 when the
-/// bytes are no entry of this key (a miss).
-#[napi]
-pub fn remote_open(handle: u32, mut io: BufferSlice, bytes: &[u8]) -> Result<i64, Code> {
-  let d = digest_of(&io)?;
+/// bytes are no entry of this key (a miss). `remoteOpen` in raw.rs.
+pub(crate) fn remote_open(handle: u32, io: &mut [u8], bytes: &[u8]) -> Result<i64, Code> {
+  let d = digest_of(io)?;
   if io.len() < CREATED_AT + 8 {
     return Err(invalid("io buffer too small"));
   }
