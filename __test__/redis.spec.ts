@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { CachetteError, memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
-import { freePort, startCluster, startRedis, startTlsRedis } from './helpers/servers'
+import { startCluster, startRedis, startTlsRedis } from './helpers/servers'
 import type { RedisProcess } from './helpers/servers'
 import { runFixture } from './fixtures/rpc'
 
@@ -64,20 +64,6 @@ test.serial(
     await f.close()
   },
 )
-
-test.serial("Redis unreachable: with 'throw', calls reject with ERR_BACKEND_UNAVAILABLE", async (t) => {
-  const port = await freePort()
-  const f = memoize(async (k: number) => k, {
-    backend: 'redis',
-    url: `redis://127.0.0.1:${port}`,
-    namespace: uniqueNamespace('down'),
-    onBackendError: 'throw',
-  })
-  const e = await t.throwsAsync(f(1), { instanceOf: CachetteError })
-  t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
-  t.regex(e?.message ?? '', new RegExp(`127\\.0\\.0\\.1:${port}`))
-  await f.close()
-})
 
 test.serial('ACL user, password and db number come from the URL; the password never appears in errors', async (t) => {
   cli(redis.port, 'ACL', 'SETUSER', 'cachette', 'on', '>s3cret-pw', '~*', '&*', '+@all')
