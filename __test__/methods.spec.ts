@@ -1,4 +1,5 @@
 import test from 'ava'
+import { setTestTime } from '../src-ts/clock'
 import { memoize } from '../src-ts/index'
 import { sleep, tempDir } from './helpers/env'
 import { backends, counted, track } from './helpers/store-suite'
@@ -20,13 +21,18 @@ for (const b of backends(dir)) {
     t.is(f.name, 'loadUser')
   })
 
-  test(title('with({ maxAge }) recomputes an entry older than maxAge and serves a younger one'), async (t) => {
+  test.serial(title('with({ maxAge }) recomputes an entry older than maxAge and serves a younger one'), (t) => {
+    // On the fake cache clock (process-wide: hence serial).
+    t.teardown(() => setTestTime(undefined))
     const c = counted<[number]>()
     const f = b.memoize(c.fn)
+    const t0 = Date.now()
+    setTestTime(t0)
     t.deepEqual(f(1), { n: 1 })
+    setTestTime(t0 + 1000)
     t.deepEqual(f.with({ maxAge: 60_000 })(1), { n: 1 }, 'young enough: served from the cache')
-    await sleep(60)
-    t.deepEqual(f.with({ maxAge: 20 })(1), { n: 2 }, 'too old for this call: recomputed')
+    t.deepEqual(f.with({ maxAge: 1000 })(1), { n: 1 }, 'exactly maxAge old: still served')
+    t.deepEqual(f.with({ maxAge: 999 })(1), { n: 2 }, 'too old for this call: recomputed')
     t.deepEqual(f(1), { n: 2 }, 'and the new value overwrote the old one')
     t.deepEqual(f.with({ maxAge: '1m' })(1), { n: 2 })
     t.is(c.calls(), 2)
