@@ -226,25 +226,6 @@ test('an unwritable cache path: the function works uncached and one warning name
   t.regex(warnings[0], /ERR_BACKEND_UNAVAILABLE/)
 })
 
-test("an unwritable cache path with onBackendError: 'throw' fails at memoize() time with ERR_BACKEND_UNAVAILABLE", (t) => {
-  const file = join(dir, 'another-regular-file')
-  writeFileSync(file, 'not a directory')
-  let calls = 0
-  const e = t.throws(
-    () =>
-      memoize((x: number) => (calls++, x), {
-        backend: 'disk',
-        path: join(file, 'cache'),
-        namespace: 'x',
-        onBackendError: 'throw',
-      }),
-    { instanceOf: CachetteError },
-  )
-  t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
-  t.true(e?.message.includes(join(file, 'cache')), e?.message)
-  t.is(calls, 0)
-})
-
 const serializers = ['json', 'msgpack', 'v8'] as const
 
 for (const writer of serializers) {
@@ -330,4 +311,24 @@ test('a process exits even when its cache directory was removed while a store is
     (e: { killed?: boolean; code?: unknown }) => (e.killed ? 'hung: killed after 20 s' : `failed: ${String(e.code)}`),
   )
   t.is(exit, 'exited', `after ${Date.now() - started} ms`)
+})
+
+test('clearLocks() of one function leaves the locks of the other functions of the directory', async (t) => {
+  // Locks are released per function, not for every lock this thread holds in the directory.
+  const namespace = uniqueNamespace('clear-locks')
+  let computations = 0
+  const body = async (x: number) => {
+    computations++
+    await sleep(200)
+    return x
+  }
+  const f = track(memoize(body, { backend: 'disk', path: dir, namespace }))
+  const f2 = track(memoize(body, { backend: 'disk', path: dir, namespace })) // the entries of f
+  const g = track(memoize(async (x: number) => x, { backend: 'disk', path: dir, namespace: namespace + '-other' }))
+  const first = f(1)
+  await waitFor(() => computations === 1) // f holds the key's lock
+  g.clearLocks()
+  const second = f2(1) // waits for f's computation of the key, then reads its value
+  t.deepEqual(await Promise.all([first, second]), [1, 1])
+  t.is(computations, 1)
 })

@@ -1,9 +1,10 @@
 import test from 'ava'
 import { memoize } from '../src-ts/index'
 import type { Memoized } from '../src-ts/index'
+import { setTestTime } from '../src-ts/clock'
 import { lastToken, Node, prune, UNSUPPORTED, walk } from '../src-ts/key-trie'
 import { sleep, tempDir, uniqueNamespace } from './helpers/env'
-import { backends, counted, track } from './helpers/store-suite'
+import { backends, counted, track, waitFor } from './helpers/store-suite'
 
 /*
  * The memory backend: values held as they are (no copy, no decoding), in the plain
@@ -181,6 +182,19 @@ for (const b of memories) {
     t.is(f.stats().size, 0)
   })
 
+  test(title('clear() while a Promise is pending that later rejects leaves the size at 0'), async (t) => {
+    // The late rejection must not erase anything from the container clear() detached.
+    const f = b.memoize(async (_k: number | { id: number }) => {
+      await sleep(20)
+      throw new Error('boom')
+    })
+    const pending = [f(1), f({ id: 1 })]
+    f.clear()
+    for (const p of pending) await t.throwsAsync(p, { message: 'boom' })
+    await sleep(5)
+    t.is(f.stats().size, 0)
+  })
+
   test(title('maxEntries evicts the least recently used object-argument entry'), (t) => {
     const c = counted<[{ id: number }]>()
     const f = b.memoize(c.fn, { maxEntries: 2 })
@@ -261,4 +275,54 @@ test('shared: true stores a result whose sub-objects are shared many times over,
   for (let i = 0; i < 40; i++) o = o.a as Record<string, unknown>
   t.deepEqual(o, { leaf: 1 })
   t.is(f.stats().hits, 1)
+})
+
+test.serial('a background refresh that returns null stores nothing when cacheUndefined is false', async (t) => {
+  t.teardown(() => setTestTime(undefined))
+  let n = 0
+  const results = [1, null, 3]
+  const f = memoize((_k: string) => results[n++], { ttl: '1m', staleWhileRevalidate: '1h', cacheUndefined: false })
+  const t0 = Date.now()
+  setTestTime(t0)
+  t.is(f('a'), 1)
+  setTestTime(t0 + 60_001)
+  t.is(f('a'), 1, 'a stale hit; its background refresh returns null')
+  await waitFor(() => n === 2)
+  await waitFor(() => !f.has('a'))
+  t.is(f('a'), 3, 'the null was not cached: this call computes')
+  t.is(n, 3)
+})
+
+test('shared: true counts encoded values against maxBytes, not a per-entry overhead', (t) => {
+  // 20 values of ~2 bytes fit in 1000 bytes.
+  const f = track(memoize((x: number) => x, { shared: true, namespace: uniqueNamespace('bytes'), maxBytes: 1000 }))
+  for (let i = 0; i < 20; i++) f(i)
+  t.is(f.stats().size, 20)
+})
+
+test('shared: true: a nested call of the same key through another function of the namespace does not wait for its own lock', (t) => {
+  // Locks are held per thread; the inner call must see that its own thread holds the key.
+  const namespace = uniqueNamespace('nested')
+  const g = track(memoize((x: number) => x, { shared: true, namespace, lockTimeout: 300 }))
+  const f = track(memoize((x: number) => g(x) + 1, { shared: true, namespace, lockTimeout: 300 }))
+  t.is(f(1), 2)
+  t.is(g.stats().waits, 0, 'the inner call waited for a lock (a timed-out wait counts one)')
+})
+
+test('shared: true: close() during a computation releases its lock for the other functions of the namespace', async (t) => {
+  const namespace = uniqueNamespace('close-leak')
+  const opts = { shared: true, namespace, lockTimeout: 1500 }
+  const f1 = track(
+    memoize(async (x: number) => {
+      await sleep(50)
+      return x
+    }, opts),
+  )
+  const f2 = track(memoize(async (x: number) => x, opts))
+  const running = f1(1)
+  await f1.close()
+  t.is(await running, 1)
+  t.is(await f2(1), 1)
+  t.is(f2.stats().waits, 0, 'f2 waited for a lock nobody holds')
+  t.is(f2.stats().computations, 1, 'the closed function stored nothing: f2 computes')
 })

@@ -1,4 +1,5 @@
 import test from 'ava'
+import { setTestTime } from '../src-ts/clock'
 import { memoize } from '../src-ts/index'
 import { sleep, tempDir } from './helpers/env'
 import { backends, counted, track } from './helpers/store-suite'
@@ -10,9 +11,6 @@ import { backends, counted, track } from './helpers/store-suite'
 
 const dir = tempDir('methods')
 
-/** Resolves with `p`, or with 'timed out' after `ms` (a "did not hang" bound). */
-const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, sleep(ms).then(() => 'timed out' as const)])
-
 for (const b of backends(dir)) {
   const title = (s: string) => `${s} (${b.name})`
 
@@ -23,13 +21,18 @@ for (const b of backends(dir)) {
     t.is(f.name, 'loadUser')
   })
 
-  test(title('with({ maxAge }) recomputes an entry older than maxAge and serves a younger one'), async (t) => {
+  test.serial(title('with({ maxAge }) recomputes an entry older than maxAge and serves a younger one'), (t) => {
+    // On the fake cache clock (process-wide: hence serial).
+    t.teardown(() => setTestTime(undefined))
     const c = counted<[number]>()
     const f = b.memoize(c.fn)
+    const t0 = Date.now()
+    setTestTime(t0)
     t.deepEqual(f(1), { n: 1 })
+    setTestTime(t0 + 1000)
     t.deepEqual(f.with({ maxAge: 60_000 })(1), { n: 1 }, 'young enough: served from the cache')
-    await sleep(60)
-    t.deepEqual(f.with({ maxAge: 20 })(1), { n: 2 }, 'too old for this call: recomputed')
+    t.deepEqual(f.with({ maxAge: 1000 })(1), { n: 1 }, 'exactly maxAge old: still served')
+    t.deepEqual(f.with({ maxAge: 999 })(1), { n: 2 }, 'too old for this call: recomputed')
     t.deepEqual(f(1), { n: 2 }, 'and the new value overwrote the old one')
     t.deepEqual(f.with({ maxAge: '1m' })(1), { n: 2 })
     t.is(c.calls(), 2)
@@ -182,15 +185,19 @@ for (const b of backends(dir)) {
         if (n === 1) await gate
         return n
       },
-      { lockTimeout: 4000 },
+      { lockTimeout: 1000 },
     )
     const first = f(1)
     // Wait until the first computation runs (on disk and shared, after its lock is taken).
     for (let i = 0; i < 200 && calls === 0; i++) await new Promise((r) => setTimeout(r, 5))
     f.clearLocks()
-    const second = await within(f(1), 2000)
+    // A caller that joined the first computation would wait for it forever: the bound (past
+    // lockTimeout) is a "did not hang" one.
+    const second = await Promise.race([f(1), sleep(3000).then(() => 'still waiting for the first computation')])
     release()
-    t.is(second, 2, 'the second caller computed instead of waiting for the first')
+    t.is(second, 2)
+    // A caller that waited for the first computation's lock until lockTimeout counts a wait.
+    t.is(f.stats().waits, 0, 'the second caller waited for the first instead of computing')
     t.is(await first, 1)
   })
 }

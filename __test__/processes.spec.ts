@@ -1,7 +1,11 @@
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { memoize } from '../src-ts/index'
 import { tempDir, uniqueNamespace } from './helpers/env'
 import { RAW_LOCK_ERROR, runFixture, spawnPeer } from './fixtures/rpc'
 import type { Peer, Reply } from './fixtures/rpc'
@@ -230,3 +234,93 @@ test.serial(
     t.notRegex(peers[ownerIndex].stderr(), RAW_LOCK_ERROR)
   },
 )
+
+test.serial("a guest's clear() is not undone by writes the owner had queued before it", async (t) => {
+  // A guest writes through the owner's socket; the owner's own write-behind queue must not
+  // put back, after the guest's acknowledged clear(), an entry it had queued earlier.
+  const path = join(dir, 'guest-clear')
+  const ns = uniqueNamespace('guest-clear')
+  const dist = require.resolve('../dist/index.js')
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const { memoize } = require(${JSON.stringify(dist)})
+       const f = memoize(function val(k) { return 'computed by guest' }, { backend: 'disk', path: ${JSON.stringify(path)}, namespace: ${JSON.stringify(ns)} })
+       f.has('warm-up')
+       process.stdout.write('ready\\n')
+       process.stdin.once('data', async () => {
+         f.clear()
+         const has = f.has('k')
+         process.stdout.write(JSON.stringify({ has, peek: f.peek('k') }) + '\\n')
+         process.exit(0)
+       })`,
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  )
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  // This process opens the directory first: it owns it.
+  const f = memoize((_k: string) => 'computed by owner', { backend: 'disk', path, namespace: ns })
+  const big = memoize((_i: number) => null, { backend: 'disk', path, namespace: ns + '-big' })
+  t.teardown(async () => {
+    await f.close()
+    await big.close()
+  })
+  f.has('warm-up')
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]()
+  t.is((await lines.next()).value, 'ready')
+  // Keep the owner's writer busy for a moment, then queue this process's value of 'k'.
+  const blob = randomBytes(1 << 20)
+  for (let i = 0; i < 200; i++) big.set([i], blob as never)
+  f('k')
+  child.stdin.write('go\n')
+  const r = JSON.parse((await lines.next()).value as string) as { has: boolean; peek: unknown }
+  await f.flush()
+  t.false(r.has, `the guest read ${JSON.stringify(r.peek)} right after its clear()`)
+  t.false(f.has('k'), 'the entry survived the guest clear()')
+})
+
+test.serial('a guest that queues more than 256 MiB of writes flushes them instead of hanging', async (t) => {
+  // Everything a guest queued goes to the owner in frames no larger than the owner accepts.
+  const path = join(dir, 'guest-frame')
+  const ns = uniqueNamespace('guest-frame')
+  const dist = require.resolve('../dist/index.js')
+  const f = memoize((_i: number) => null, { backend: 'disk', path, namespace: ns })
+  f.has(-1) // this process owns the directory
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const { memoize } = require(${JSON.stringify(dist)})
+       const f = memoize(function v(i) { return null }, { backend: 'disk', path: ${JSON.stringify(path)}, namespace: ${JSON.stringify(ns)} })
+       f.has(-1)
+       const blob = Buffer.alloc(1 << 20, 7)
+       ;(async () => {
+         for (let i = 0; i < 900; i++) f.set([i], blob)
+         let err = null
+         try { await f.flush() } catch (e) { err = e.code }
+         process.stdout.write(JSON.stringify({ err, has: f.has(899) }) + '\\n')
+         process.exit(0)
+       })()`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    // Closed before the temp dir is removed at exit: RocksDB may still be flushing the guest's
+    // writes into it.
+    await f.close()
+  })
+  let out = ''
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+  let timer: NodeJS.Timeout | undefined
+  const done = await Promise.race([
+    new Promise<boolean>((r) => child.once('exit', () => r(true))),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 45_000))),
+  ])
+  clearTimeout(timer)
+  t.true(done, 'the guest hung in flush() (its writer blocked writing to the owner)')
+  t.is(out.trim(), JSON.stringify({ err: null, has: true }))
+})

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { CachetteError, memoize } from '../src-ts/index'
 import { sleep, uniqueNamespace } from './helpers/env'
-import { freePort, startCluster, startRedis, startTlsRedis } from './helpers/servers'
+import { startCluster, startRedis, startTlsRedis } from './helpers/servers'
 import type { RedisProcess } from './helpers/servers'
 import { runFixture } from './fixtures/rpc'
 
@@ -64,20 +64,6 @@ test.serial(
     await f.close()
   },
 )
-
-test.serial("Redis unreachable: with 'throw', calls reject with ERR_BACKEND_UNAVAILABLE", async (t) => {
-  const port = await freePort()
-  const f = memoize(async (k: number) => k, {
-    backend: 'redis',
-    url: `redis://127.0.0.1:${port}`,
-    namespace: uniqueNamespace('down'),
-    onBackendError: 'throw',
-  })
-  const e = await t.throwsAsync(f(1), { instanceOf: CachetteError })
-  t.is(e?.code, 'ERR_BACKEND_UNAVAILABLE')
-  t.regex(e?.message ?? '', new RegExp(`127\\.0\\.0\\.1:${port}`))
-  await f.close()
-})
 
 test.serial('ACL user, password and db number come from the URL; the password never appears in errors', async (t) => {
   cli(redis.port, 'ACL', 'SETUSER', 'cachette', 'on', '>s3cret-pw', '~*', '&*', '+@all')
@@ -161,14 +147,13 @@ test.serial('Redis Cluster: one function’s entries and locks live in one slot;
   await viaLast.close()
 })
 
-test.serial('close() lets the process exit at once', async (t) => {
-  const r = await runFixture(join(__dirname, 'fixtures', 'remote-close.ts'), [redis.url, uniqueNamespace('close')])
+test.serial('close() lets the process exit by itself', async (t) => {
+  // A connection left open would hold the event loop: the child would run until it is killed.
+  const fixture = join(__dirname, 'fixtures', 'remote-close.ts')
+  const r = await runFixture(fixture, [redis.url, uniqueNamespace('close')], {}, 20_000)
+  t.is(r.signal, null, r.stderr)
   t.is(r.code, 0, r.stderr)
-  const { closedAt, value } = JSON.parse(r.stdout) as { closedAt: number; value: number }
-  t.is(value, 42)
-  const exitedAt = Date.now()
-  // Not a speed measure: a process kept alive by an open connection would take forever.
-  t.true(exitedAt - closedAt < 3000, `exited ${exitedAt - closedAt} ms after close()`)
+  t.deepEqual(JSON.parse(r.stdout), { value: 42 })
 })
 
 test.serial('a lease is renewed from Rust while the event loop is blocked', async (t) => {

@@ -122,6 +122,44 @@ test.serial("worker_threads with shared: true see each other's entries", async (
   t.is(Atomics.load(ctl, 1), 1, 'a thread recomputed a shared entry')
 })
 
+const departures: [string, (p: Peer) => Promise<unknown>][] = [
+  ['terminated', (p) => p.worker.terminate()],
+  [
+    'closing its function and ending by itself',
+    async (p) => {
+      const exited = new Promise((resolve) => p.worker.once('exit', resolve))
+      await p.request({ cmd: 'exit' })
+      return exited
+    },
+  ],
+]
+
+for (const [how, leave] of departures) {
+  test.serial(
+    `shared: true entries outlive the worker that computed them: a worker started after it has gone gets a hit (${how})`,
+    async (t) => {
+      // A pool that recycles its workers must not lose the cache with them. Nothing else (the
+      // main thread included) holds the namespace open in between.
+      const namespace = uniqueNamespace('outlive')
+      const spec: FnSpec = { backend: 'memory', namespace, mode: 'async' }
+      const first = await startWorkers(t, 1)
+      const one = first.peers[0]
+      const computed = await one.request<{ value: Value; stats: Stats }>({ cmd: 'call', spec, key: 'k' })
+      t.like(computed.stats, { computations: 1, hits: 0 })
+      await within(leave(one), 10_000, `the first worker ${how}`)
+
+      const second = await startWorkers(t, 1)
+      const two = second.peers[0]
+      t.not(two.threadId, one.threadId)
+      const again = await two.request<{ value: Value; stats: Stats }>({ cmd: 'call', spec, key: 'k' })
+      t.like(again.stats, { hits: 1, computations: 0 }, 'the second worker computed the key again')
+      t.deepEqual(again.value, computed.value)
+      t.is(Atomics.load(second.ctl, 1), 0)
+      await two.request({ cmd: 'close' })
+    },
+  )
+}
+
 type StampedeReply = { values: Value[]; startedAt: number; stats: Stats }
 
 /** `trials` stampedes of `workers` × `callers` on fresh keys: each must compute once. */
