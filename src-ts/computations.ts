@@ -19,6 +19,9 @@ export type Counters = Omit<Stats, 'size'>
 
 export const newCounters = (): Counters => ({ hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 })
 
+/** The times handed to a store that `ignoresTimes`. */
+const NO_TIMES = Object.freeze({ staleAt: -1, expires: -1, now: 0 })
+
 /** A computation in flight in this thread: callers of its key share `p` until it settles. */
 interface Running {
   p: Promise<unknown> | null
@@ -130,7 +133,7 @@ export abstract class Computations<K> {
       return claim === undefined ? undefined : this.release(s, k, claim, undefined)
     }
     try {
-      const r = s.write(k, value, wasPromise, entryTimes(this.o), claim)
+      const r = s.write(k, value, wasPromise, s.ignoresTimes === true ? NO_TIMES : entryTimes(this.o), claim)
       if (isPromiseLike(r)) return Promise.resolve(r).catch((e: unknown) => this.writeFailure(e))
     } catch (e) {
       this.writeFailure(e)

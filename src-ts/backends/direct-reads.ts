@@ -129,7 +129,8 @@ class RedisLane extends Lane {
     const tls = /^(rediss|valkeys):/i.test(url)
     this.client = new Redis(url.replace(/^valkey/i, 'redis'), {
       lazyConnect: true,
-      enableAutoPipelining: true,
+      // The lane batches a turn's reads into one MGET itself: each is written at once.
+      enableAutoPipelining: false,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       commandTimeout: RESPONSE_MS,

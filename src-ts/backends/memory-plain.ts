@@ -33,6 +33,8 @@ export interface PlainLoc {
 }
 
 export class PlainBackend extends ThreadStore implements Store<KeyRouter | PlainLoc> {
+  /** Nothing expires here: creation times are taken only when a `maxAge` view needs them. */
+  readonly ignoresTimes = true
   readonly router = new KeyRouter(true)
   private count = 0
   /** Pending Promises: when each started, and where it is stored. */
@@ -47,6 +49,8 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
   private intsAt: number[] = []
   private timesOf = new WeakMap<Container, Map<unknown, number>>()
   private src: ArrayLike<unknown> = []
+  /** The kept keys of sync computations, one per nesting depth (see `keep`). */
+  private readonly slots: PlainLoc[] = []
   private readonly found: Found = { value: undefined, fresh: true, created: 0, wasPromise: false, pending: false }
 
   key(args: ArrayLike<unknown>): KeyRouter {
@@ -64,10 +68,19 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
     return k === this.router ? this.router.key : (k as PlainLoc).key
   }
 
-  keep(k: KeyRouter | PlainLoc): PlainLoc {
-    if (k !== this.router) return k as PlainLoc
+  keep(k: KeyRouter | PlainLoc, slot?: number): PlainLoc {
+    if (k !== this.router) return slot === undefined ? { ...(k as PlainLoc) } : (k as PlainLoc)
     const r = this.router
-    return { c: r.target(), key: r.key, src: this.src, root: r.root, detachments }
+    const c = r.target()
+    if (slot === undefined) return { c, key: r.key, src: this.src, root: r.root, detachments }
+    // A sync miss at this depth: one object per depth, reused by the next (a miss allocates nothing).
+    const loc = this.slots[slot] ?? (this.slots[slot] = { c, key: null, src: [], root: r.root, detachments: 0 })
+    loc.c = c
+    loc.key = r.key
+    loc.src = this.src
+    loc.root = r.root
+    loc.detachments = detachments
+    return loc
   }
 
   id(k: KeyRouter | PlainLoc): string {
@@ -119,15 +132,15 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
     k: KeyRouter | PlainLoc,
     value: unknown,
     _wasPromise: boolean,
-    t: EntryTimes,
+    _t: EntryTimes,
     _c?: Claim,
     pending = false,
   ): void {
-    const loc = this.keep(k)
+    const loc = k === this.router ? this.keep(k) : (k as PlainLoc)
     const c = this.place(loc)
     if (c === null) return
-    if (pending) this.pending.set(value, { started: t.now, c, k: loc.key })
-    this.put(c, loc.key, value === undefined ? UNDEF : value, t.now)
+    if (pending) this.pending.set(value, { started: now(), c, k: loc.key })
+    this.put(c, loc.key, value === undefined ? UNDEF : value)
   }
 
   settle(k: PlainLoc, p: PromiseLike<unknown>): void {
@@ -145,12 +158,12 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
     if (this.router.isTrie(k.c) && this.get(k.c, k.key) === undefined) prune(k.c as Node, k.key)
   }
 
-  private put(c: Container, k: unknown, v: unknown, t: number): void {
+  private put(c: Container, k: unknown, v: unknown): void {
     if (this.get(c, k) === undefined) this.count++
-    if (this.firstWrite === 0) this.firstWrite = t
+    if (this.firstWrite === 0) this.firstWrite = now()
     if (Array.isArray(c)) c[k as number] = v
     else c.set(k, v)
-    if (this.tracking) this.stamp(c, k, t)
+    if (this.tracking) this.stamp(c, k, now())
   }
 
   private stamp(c: Container, k: unknown, t: number): void {

@@ -52,6 +52,8 @@ export interface EntryTimes {
 export interface Store<K> {
   /** Whether the methods answer synchronously. */
   readonly sync: boolean
+  /** `write()` reads no `times` (a store without expiry): the engine then computes none. */
+  readonly ignoresTimes?: boolean
   /**
    * Whether the store itself holds a pending Promise written with `write(…, pending)` and hands it
    * out as a `Found` (memory does, so `peek()` sees it); otherwise the engine shares computations
