@@ -128,15 +128,12 @@ export declare const enum ClaimState {
 }
 
 /**
- * How the JS thread may read this namespace's entries itself: `GET keyPrefix + hex(digest[0..16])`
- * on Redis, or `query` with (`ns`, digest[0..16]) on PostgreSQL.
+ * How the JS thread may read this namespace's entries itself on one Redis server:
+ * `GET keyPrefix + hex(digest[0..16])` on the server of `url`.
  */
 export interface Direct {
-  kind: string
   url: string
-  keyPrefix?: string
-  query?: string
-  ns?: Buffer
+  keyPrefix: string
 }
 
 /** Outcome of an asynchronous operation: `null` on success, else a code and a message. */
