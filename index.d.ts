@@ -128,12 +128,15 @@ export declare const enum ClaimState {
 }
 
 /**
- * How the JS thread may read this namespace's entries itself on one Redis server:
- * `GET keyPrefix + hex(digest[0..16])` on the server of `url`.
+ * How the JS thread may read this namespace's entries itself: `GET keyPrefix + hex(digest[0..16])`
+ * on Redis, or `query` with (`ns`, digest[0..16]) on PostgreSQL.
  */
 export interface Direct {
+  kind: string
   url: string
-  keyPrefix: string
+  keyPrefix?: string
+  query?: string
+  ns?: Buffer
 }
 
 /** Outcome of an asynchronous operation: `null` on success, else a code and a message. */

@@ -9,10 +9,9 @@ import { sleep, uniqueNamespace } from './helpers/env'
 import { PG_URL, REDIS_URL, startTlsRedis } from './helpers/servers'
 
 /*
- * Direct reads: a hit on a single Redis server is read over the calling thread's own ioredis
- * connection (named `cachette-direct-<pid>-<thread>` on the server), and whenever that connection
- * cannot answer, the core's connection does, with the same results. SQL hits all go through the
- * core's pool.
+ * Direct reads: a hit on a single Redis server or on PostgreSQL is read over the calling
+ * thread's own connection (ioredis or pg, named `cachette-direct-<pid>-<thread>` on the server),
+ * and whenever that connection cannot answer, the core's connection does, with the same results.
  */
 
 /** The start of the names of this process's direct connections. */
@@ -175,7 +174,10 @@ function worker(options: object): Worker {
   return new Worker(code, { eval: true, workerData: options })
 }
 
-for (const [backend, url] of [['redis', REDIS_URL]] as const) {
+for (const [backend, url] of [
+  ['redis', REDIS_URL],
+  ['sql', PG_URL],
+] as const) {
   test.serial(`each worker thread reads ${url.split(':')[0]} hits on a connection of its own`, async (t) => {
     const namespace = uniqueNamespace(`direct-workers-${backend}`)
     const workers = Array.from({ length: 3 }, () => worker({ backend, url, namespace }))
@@ -198,7 +200,7 @@ for (const [backend, url] of [['redis', REDIS_URL]] as const) {
       computations += r.stats.computations
     }
     t.is(computations, 10, 'each key computed once across the threads')
-    const names = (await redisLanes()).map((l) => l.name)
+    const names = backend === 'redis' ? (await redisLanes()).map((l) => l.name) : pgLanes().map((l) => l.name)
     for (const id of ids) t.true(names.includes(NAME + id), `${names.join(',')}: thread ${id}`)
     // A thread that ends closes its connection.
     await Promise.all(workers.map((w) => w.terminate()))
@@ -206,39 +208,64 @@ for (const [backend, url] of [['redis', REDIS_URL]] as const) {
     let left = ids.length
     while (left > 0 && Date.now() < deadline) {
       await sleep(100)
-      const now = (await redisLanes()).map((l) => l.name)
+      const now = backend === 'redis' ? (await redisLanes()).map((l) => l.name) : pgLanes().map((l) => l.name)
       left = ids.filter((id) => now.includes(NAME + id)).length
     }
     t.is(left, 0)
   })
 }
 
-/** This process's connections to PostgreSQL named like a direct-read lane. */
-function pgLanes(): string[] {
-  return psql(`SELECT application_name FROM pg_stat_activity WHERE application_name LIKE '${NAME}%'`)
+/** The direct connections to PostgreSQL: their last statement and whether they use TLS. */
+function pgLanes(): { query: string; ssl: boolean; name: string }[] {
+  return psql(
+    `SELECT s.ssl, a.application_name, a.query FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+     WHERE a.application_name LIKE '${NAME}%'`,
+  ).map((line) => {
+    const [ssl, name, ...query] = line.split('|')
+    return { ssl: ssl === 't', name: name!, query: query.join('|') }
+  })
 }
 
-test.serial('a PostgreSQL hit reads through the core’s pool: no connection of this thread’s own', async (t) => {
-  const c = counting((k) => ({ k, m: new Map([[k, new Date(k)]]) }))
-  const f = memoize(c.fn, { backend: 'sql', url: PG_URL, namespace: uniqueNamespace('sql-pool') })
-  t.teardown(() => f.close())
-  for (let k = 0; k < 10; k++) await f(k)
-  for (let k = 0; k < 10; k++) t.deepEqual(await f(k), { k, m: new Map([[k, new Date(k)]]) })
-  t.is(c.calls(), 10)
-  t.deepEqual(pgLanes(), [])
-  t.throws(() => memoize(c.fn, { backend: 'sql', url: PG_URL, directReads: true }), {
-    instanceOf: TypeError,
-    message: "directReads applies to backend 'redis': SQL hits are read through the core's pool",
+for (const [mode, url] of [
+  ['the default sslmode', PG_URL],
+  ['sslmode=disable', `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}sslmode=disable`],
+] as const) {
+  test.serial(`a PostgreSQL hit is a prepared SELECT on this thread’s own connection (${mode})`, async (t) => {
+    const big = (k: number) => ({ k, s: 'y'.repeat(k === 3 ? 200_000 : 10), m: new Map([[k, new Date(k)]]) })
+    const c = counting(big)
+    const f = memoize(c.fn, { backend: 'sql', url, namespace: uniqueNamespace('direct-pg') })
+    t.teardown(() => f.close())
+    for (let k = 0; k < 10; k++) await f(k)
+    await sleep(200)
+    for (let round = 0; round < 2; round++) {
+      const got = await Promise.all(Array.from({ length: 10 }, (_, k) => f(k)))
+      got.forEach((v, k) => t.deepEqual(v, big(k)))
+    }
+    t.is(c.calls(), 10)
+    const lanes = pgLanes()
+    t.true(
+      lanes.some((l) => /^SELECT v FROM/.test(l.query)),
+      JSON.stringify(lanes),
+    )
+    const tls = psql('SHOW ssl')[0] === 'on'
+    if (mode === 'sslmode=disable') t.true(lanes.every((l) => !l.ssl))
+    else
+      t.is(
+        lanes.some((l) => l.ssl),
+        tls,
+        'prefer: TLS when the server offers it',
+      )
   })
-})
+}
 
-test.serial('a damaged PostgreSQL row is a miss: computed again and overwritten', async (t) => {
+test.serial('a damaged PostgreSQL row read directly is a miss: computed again and overwritten', async (t) => {
   const c = counting((k) => `v${k}`)
-  const namespace = uniqueNamespace('pg-damaged')
+  const namespace = uniqueNamespace('direct-pg-damaged')
   // A table of its own: the damage below must reach no other test's rows.
   const f = memoize(c.fn, { backend: 'sql', url: PG_URL, namespace, table: 'cachette_direct_test' })
   t.teardown(() => f.close())
   await f(1)
+  await sleep(200)
   t.is(await f(1), 'v1')
   t.is(c.calls(), 1)
   // Flip one payload byte of every row of the table: the envelope's checksum no longer holds.
@@ -247,4 +274,16 @@ test.serial('a damaged PostgreSQL row is a miss: computed again and overwritten'
   t.is(c.calls(), 2)
   t.is(await f(1), 'v1')
   t.is(c.calls(), 2)
+})
+
+test.serial('a URL the direct connection cannot decode leaves hits to the core’s pool', async (t) => {
+  const u = new URL(PG_URL)
+  u.password = 'p%zz' // not valid percent-encoding; trust authentication ignores the password
+  const c = counting((k) => `v${k}`)
+  const f = memoize(c.fn, { backend: 'sql', url: u.href, namespace: uniqueNamespace('direct-pg-uri') })
+  t.teardown(() => f.close())
+  t.is(await f(1), 'v1')
+  await sleep(100)
+  t.is(await f(1), 'v1')
+  t.is(c.calls(), 1)
 })

@@ -52,10 +52,9 @@ export interface MemoizeOptions<A extends unknown[] = unknown[]> {
    */
   lease?: Duration
   /**
-   * `redis` (one server): read hits over a connection of the calling JS thread (an `ioredis`
-   * client, when the application has ioredis installed), one per server and thread, instead of
-   * through the core's shared connection. `false` keeps every thread on the core's connection
-   * (fewer connections, slower hits).
+   * `redis` (one server) and `sql` (PostgreSQL): read hits over a connection of the calling JS
+   * thread, one per server and thread, instead of through the core's shared connections.
+   * `false` keeps every thread on the core's connections (fewer connections, slower hits).
    * @default true
    */
   directReads?: boolean
@@ -242,8 +241,6 @@ function resolveServer(backend: 'redis' | 'sql', opts: MemoizeOptions<never[]>) 
   if (lease < 100) throw new TypeError('lease must be at least 100 ms')
   if (opts.directReads !== undefined && typeof opts.directReads !== 'boolean')
     throw new TypeError('directReads must be a boolean if specified')
-  if (backend === 'sql' && opts.directReads !== undefined)
-    throw new TypeError("directReads applies to backend 'redis': SQL hits are read through the core's pool")
   const directReads = opts.directReads !== false
   return { urls, cluster: opts.cluster === true || urls.length > 1, prefix, lease, directReads }
 }

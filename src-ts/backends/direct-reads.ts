@@ -5,11 +5,10 @@ import type { Direct } from '../native'
 import { now } from '../clock'
 
 /*
- * Direct reads: the hit path of the `redis` store on one server, read over a connection of this
- * JS thread, made by `ioredis` when the application has it installed (an optional peer
- * dependency), instead of through the core's I/O thread. A hit then costs what the client's own
- * GET costs, plus the core's check of the entry and the decoding. (The same lane to PostgreSQL
- * through `pg` measured no faster than the core's pool, so SQL hits all go through the core.)
+ * Direct reads: the hit path of the `redis` and `sql` (PostgreSQL) stores, read over a connection
+ * of this JS thread, made by `ioredis` or `pg` when the application has them installed (optional
+ * peer dependencies), instead of through the core's I/O thread. A hit then costs what the
+ * client's own GET or SELECT costs, plus the core's check of the entry and the decoding.
  *
  * A lane never decides anything: whenever it cannot answer (no client library, not connected
  * yet, the connection lost or refused, an error, no reply within RESPONSE_MS) a read answers
@@ -32,7 +31,7 @@ const RESPONSE_MS = 5000
 const RETRY_MS = 1000
 /** How long after a refused login, database or certificate a lane stays off. */
 const REFUSED_RETRY_MS = 30_000
-/** The name a lane's connection shows on the server (Redis `CLIENT LIST`). */
+/** The name a lane's connection shows on the server (Redis `CLIENT LIST`, PostgreSQL `application_name`). */
 export const CLIENT_NAME = `cachette-direct-${process.pid}-${threadId}`
 
 /** An optional peer dependency, or null when the application does not have it. */
@@ -185,6 +184,112 @@ class RedisLane extends Lane {
   }
 }
 
+/** What a lane uses of pg (typed here: the library is an optional peer dependency). */
+interface PgClient {
+  connect(): Promise<void>
+  query(q: { name: string; text: string; values: unknown[]; rowMode: 'array' }): Promise<{
+    rows: unknown[][]
+  }>
+  end(): Promise<void>
+  on(event: string, listener: (e?: Error) => void): void
+}
+interface Pg {
+  Client: new (config: object) => PgClient
+}
+
+/** How a PostgreSQL URL's `sslmode` maps onto pg: null when the lane leaves the URL to the core. */
+function pgTls(u: URL): { ssl: false | { rejectUnauthorized: false; ca?: string[] }; fallback: boolean } | null {
+  const mode = u.searchParams.get('sslmode') ?? process.env.PGSSLMODE ?? 'prefer'
+  for (const k of u.searchParams.keys()) if (k !== 'sslmode') return null
+  if (mode === 'disable') return { ssl: false, fallback: false }
+  // As libpq's prefer and require: encrypted, the certificate not checked (verify-* stays with the core).
+  const ssl = { rejectUnauthorized: false as const, ca: trusted() }
+  if (mode === 'allow' || mode === 'prefer') return { ssl, fallback: true }
+  if (mode === 'require') return { ssl, fallback: false }
+  return null
+}
+
+class PgLane extends Lane {
+  private client: PgClient | null = null
+  /** The last query sent: pg runs one at a time, so each waits for the one before. */
+  private last: Promise<unknown> = Promise.resolve()
+  private up = false
+  private plain = false
+
+  constructor(
+    private readonly pg: Pg,
+    private readonly url: string,
+    private readonly tls: { ssl: false | object; fallback: boolean },
+  ) {
+    super()
+  }
+
+  protected socket(): Socketish | undefined {
+    return (this.client as unknown as { connection?: { stream?: Socketish } } | null)?.connection?.stream
+  }
+
+  protected get ready(): boolean {
+    return this.up
+  }
+
+  protected connect(): void {
+    if (this.client !== null) return
+    const u = new URL(this.url)
+    u.search = ''
+    let c: PgClient
+    try {
+      c = new this.pg.Client({
+        connectionString: u.toString(),
+        ssl: this.plain ? false : this.tls.ssl,
+        application_name: CLIENT_NAME,
+        connectionTimeoutMillis: RESPONSE_MS,
+        query_timeout: RESPONSE_MS,
+      })
+    } catch {
+      return this.rest(true) // a URL pg cannot take: the core reads it
+    }
+    this.client = c
+    const lost = (e?: Error) => {
+      if (this.client !== c) return
+      this.client = null
+      this.up = false
+      c.end().catch(() => undefined)
+      const noTls = e !== undefined && /does not support SSL/i.test(e.message)
+      if (noTls && this.tls.fallback && !this.plain) {
+        this.plain = true // libpq's prefer: a server without TLS is read in the clear
+        return
+      }
+      this.rest(e !== undefined && /password|authentication|does not exist|SSL|certificate/i.test(e.message))
+    }
+    c.on('error', (e?: Error) => lost(e))
+    c.on('end', () => lost())
+    c.connect().then(
+      () => {
+        if (this.client !== c) return
+        this.up = true
+        this.idle()
+      },
+      (e: Error) => lost(e),
+    )
+  }
+
+  get(name: string, text: string, ns: Buffer, key: Buffer): Promise<Answer> | undefined {
+    return this.request(() => {
+      const c = this.client!
+      const q = this.last.then(() => c.query({ name, text, values: [ns, key], rowMode: 'array' }))
+      this.last = q.catch(() => undefined)
+      return q.then((r) => (r.rows.length === 0 ? null : (r.rows[0][0] as Buffer)))
+    })
+  }
+
+  close(): void {
+    const c = this.client
+    this.client = null
+    this.up = false
+    c?.end().catch(() => undefined)
+  }
+}
+
 /** This thread's lanes, by server, shared by the namespaces that read through them. */
 const lanes = new Map<string, Lane>()
 
@@ -210,6 +315,9 @@ function releaser(id: string, lane: Lane): () => void {
   }
 }
 
+/** Statement names by query text: one prepared statement per table and connection. */
+const statements = new Map<string, string>()
+
 /** How this thread may read `d`'s entries itself, or null (the core reads them all). */
 export function directReads(d: Direct | null): DirectReads | null {
   if (d === null) return null
@@ -219,11 +327,26 @@ export function directReads(d: Direct | null): DirectReads | null {
   } catch {
     return null
   }
-  // Query options (TLS files, timeouts…) and `#insecure` are the core's business.
-  if (u.hash !== '' || u.search !== '') return null
-  const Redis = optional<IORedis>('ioredis')
-  const lane = Redis && laneFor(d.url, () => new RedisLane(Redis, d.url))
-  if (!lane) return null
-  const prefix = d.keyPrefix
-  return { read: (io) => lane.get(prefix + io.toString('hex', 0, 16)), close: releaser(d.url, lane) }
+  if (u.hash !== '') return null
+  const id = `${d.kind} ${d.url}`
+  if (d.kind === 'redis') {
+    if (u.search !== '') return null
+    const Redis = optional<{ default: IORedis }>('ioredis')
+    const lane = Redis && laneFor(id, () => new RedisLane(Redis.default, d.url))
+    if (!lane) return null
+    const prefix = d.keyPrefix!
+    return { read: (io) => lane.get(prefix + io.toString('hex', 0, 16)), close: releaser(id, lane) }
+  }
+  if (d.kind === 'postgres') {
+    const pg = optional<Pg>('pg')
+    const tls = pgTls(u)
+    const lane = pg && tls && laneFor(id, () => new PgLane(pg, d.url, tls))
+    if (!lane) return null
+    const text = d.query!
+    let name = statements.get(text)
+    if (name === undefined) statements.set(text, (name = `cachette_get_${statements.size}`))
+    const ns = d.ns!
+    return { read: (io) => lane.get(name, text, ns, io.subarray(0, 16)), close: releaser(id, lane) }
+  }
+  return null
 }

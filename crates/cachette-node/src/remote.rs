@@ -18,7 +18,7 @@ use crate::handles;
 use cachette_core::clock;
 use cachette_core::envelope::Freshness;
 use cachette_core::key::Keyspace;
-use cachette_core::store::remote::{runtime, Acquired, HeldLeases, RemoteStore, ServerSpec};
+use cachette_core::store::remote::{runtime, Acquired, DirectRead, HeldLeases, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
 
 use crate::{coded, digest_of, failure, hash_into, invalid, napi_failure, now_ms, times, ClaimState, Code, Failure};
@@ -193,12 +193,15 @@ pub(crate) fn remote_open(handle: u32, io: &mut [u8], bytes: &[u8]) -> Result<i6
   Ok(range.end as i64)
 }
 
-/// How the JS thread may read this namespace's entries itself on one Redis server:
-/// `GET keyPrefix + hex(digest[0..16])` on the server of `url`.
+/// How the JS thread may read this namespace's entries itself: `GET keyPrefix + hex(digest[0..16])`
+/// on Redis, or `query` with (`ns`, digest[0..16]) on PostgreSQL.
 #[napi(object)]
 pub struct Direct {
+  pub kind: String,
   pub url: String,
-  pub key_prefix: String,
+  pub key_prefix: Option<String>,
+  pub query: Option<String>,
+  pub ns: Option<Buffer>,
 }
 
 impl Drop for NativeRemote {
@@ -280,9 +283,21 @@ impl NativeRemote {
   /// How entries may be read from the JS thread, or `null` (only through the core).
   #[napi]
   pub fn direct_read(&self) -> Result<Option<Direct>, Code> {
-    Ok(self.held()?.store().direct_read().map(|d| Direct {
-      url: d.url,
-      key_prefix: d.key_prefix,
+    Ok(self.held()?.store().direct_read().map(|d| match d {
+      DirectRead::Redis { url, key_prefix } => Direct {
+        kind: "redis".into(),
+        url,
+        key_prefix: Some(key_prefix),
+        query: None,
+        ns: None,
+      },
+      DirectRead::Postgres { url, query, ns } => Direct {
+        kind: "postgres".into(),
+        url,
+        key_prefix: None,
+        query: Some(query),
+        ns: Some(ns.to_vec().into()),
+      },
     }))
   }
 

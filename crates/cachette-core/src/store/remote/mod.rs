@@ -47,13 +47,15 @@ pub(crate) fn key_part(digest: &Digest) -> [u8; 16] {
   k
 }
 
-/// A read that a client outside the core may make for the hit path on one Redis server (not a
-/// cluster): `GET <key_prefix><hex of the digest's first 16 bytes>` on the server of `url`; see
+/// A read that a client outside the core may make for the hit path; see
 /// [`RemoteStore::direct_read`]. The bytes it returns are an entry envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectRead {
-  pub url: String,
-  pub key_prefix: String,
+pub enum DirectRead {
+  /// `GET <key_prefix><hex of the digest's first 16 bytes>` on the server of `url` (not a cluster).
+  Redis { url: String, key_prefix: String },
+  /// The one-row `query` with the parameters `$1` = `ns` and `$2` = the digest's first 16 bytes,
+  /// both `bytea`, on the PostgreSQL database of `url`; its one column is the envelope.
+  Postgres { url: String, query: String, ns: [u8; 8] },
 }
 
 /// One try of the atomic get-or-lock on the server.
@@ -177,8 +179,7 @@ impl RemoteStore {
   pub fn direct_read(&self) -> Option<DirectRead> {
     match &*self.server {
       Server::Redis(s) => s.direct_read(self.ns),
-      // A read through another client measured no faster than the core's pool: none is offered.
-      Server::Sql(_) => None,
+      Server::Sql(s) => s.direct_read(self.ns),
     }
   }
 

@@ -155,7 +155,7 @@ impl RedisServer {
   }
 
   pub(crate) fn direct_read(&self, ns: [u8; 8]) -> Option<super::DirectRead> {
-    (!self.spec.cluster && self.spec.urls.len() == 1).then(|| super::DirectRead {
+    (!self.spec.cluster && self.spec.urls.len() == 1).then(|| super::DirectRead::Redis {
       url: self.spec.urls[0].clone(),
       key_prefix: format!("{}v:", self.base(ns)),
     })

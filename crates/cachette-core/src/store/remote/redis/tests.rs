@@ -33,7 +33,7 @@ fn direct_reads_get_the_value_key_of_a_single_server_only() {
     let s = RemoteStore::open(&spec(&redis_url()), ks.id()).expect("open");
     let d = ks.digest_encoded(b"k");
     s.put(&d, b"payload", Times::forever(s.now())).await.expect("put");
-    let Some(DirectRead { url, key_prefix }) = s.direct_read() else {
+    let Some(DirectRead::Redis { url, key_prefix }) = s.direct_read() else {
       panic!("a single server reads directly")
     };
     let client = redis::Client::open(url.as_str()).expect("client");

@@ -112,6 +112,14 @@ impl SqlServer {
     }
   }
 
+  pub(crate) fn direct_read(&self, ns: [u8; 8]) -> Option<super::DirectRead> {
+    (self.dialect == Dialect::Postgres).then(|| super::DirectRead::Postgres {
+      url: self.url.clone(),
+      query: self.sql.get.clone(),
+      ns,
+    })
+  }
+
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
     let pool = self.pool().await?;
     let row = sqlx::query(&self.sql.get)

@@ -2,7 +2,7 @@
 //! PostgreSQL only, and the reaping of expired rows. The lease protocol is in `protocol_tests`.
 
 use super::super::testing::{keyspace, on_every_sql_database, spec, sql_urls};
-use super::super::{RemoteStore, Server, ServerSpec};
+use super::super::{runtime, DirectRead, RemoteStore, Server, ServerSpec};
 use super::valid_table;
 use crate::envelope::Times;
 
@@ -47,10 +47,33 @@ fn an_expired_row_reads_as_a_miss_and_is_reaped() {
 }
 
 #[test]
-fn no_sql_database_offers_a_direct_read() {
+fn direct_reads_on_postgres_only() {
+  use sqlx::Row;
+  let [sqlite, pg, mysql] = <[String; 3]>::try_from(sql_urls()).expect("three urls");
   let ks = keyspace("sql-direct");
-  for url in sql_urls() {
-    let s = RemoteStore::open(&spec(&url), ks.id()).expect("open");
-    assert_eq!(s.direct_read(), None, "{url}");
-  }
+  let open = |url: &str| RemoteStore::open(&spec(url), ks.id()).expect("open");
+  assert_eq!(open(&sqlite).direct_read(), None);
+  assert_eq!(open(&mysql).direct_read(), None);
+  let s = open(&pg);
+  runtime().block_on(async {
+    let d = ks.digest_encoded(b"direct");
+    s.put(&d, b"payload", Times::forever(s.now())).await.expect("put");
+    let Some(DirectRead::Postgres { url, query, ns }) = s.direct_read() else {
+      panic!("PostgreSQL reads directly")
+    };
+    assert_eq!(ns, ks.id());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    let raw: Vec<u8> = sqlx::query(&query)
+      .bind(&ns[..])
+      .bind(&d[..16])
+      .fetch_one(&pool)
+      .await
+      .expect("select")
+      .try_get(0)
+      .expect("bytes");
+    let (_, range) = s.open_read(&d, &raw).expect("an entry of this digest");
+    assert_eq!(&raw[range], b"payload");
+    s.clear().await.expect("clear");
+  });
 }
