@@ -219,7 +219,7 @@ unsafe extern "C" fn store_get(env: sys::napi_env, info: sys::napi_callback_info
     let a = Args::<5>::read(env, info)?;
     let (key, io, scratch) = (prefix(a.bytes(1)?, a.u32(2)?)?, io_checked(a.bytes(3)?)?, a.bytes(4)?);
     disjoint(&[key, io, scratch], &[false, true, true])?;
-    let n = crate::store_get(a.u32(0)?, slice(key), slice_mut(io), slice_mut(scratch))?;
+    let n = crate::store::store_get(a.u32(0)?, slice(key), slice_mut(io), slice_mut(scratch))?;
     Ok(Some(n as f64))
   })
 }
@@ -230,7 +230,7 @@ unsafe extern "C" fn store_get_hashed(env: sys::napi_env, info: sys::napi_callba
     let a = Args::<3>::read(env, info)?;
     let (io, scratch) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
     disjoint(&[io, scratch], &[true, true])?;
-    let n = crate::store_get_hashed(a.u32(0)?, slice_mut(io), slice_mut(scratch))?;
+    let n = crate::store::store_get_hashed(a.u32(0)?, slice_mut(io), slice_mut(scratch))?;
     Ok(Some(n as f64))
   })
 }
@@ -241,7 +241,7 @@ unsafe extern "C" fn store_read_or_lock(env: sys::napi_env, info: sys::napi_call
     let a = Args::<7>::read(env, info)?;
     let (key, io, scratch) = (prefix(a.bytes(1)?, a.u32(2)?)?, io_checked(a.bytes(3)?)?, a.bytes(4)?);
     disjoint(&[key, io, scratch], &[false, true, true])?;
-    let n = crate::store_read_or_lock(
+    let n = crate::store::store_read_or_lock(
       a.u32(0)?,
       slice(key),
       slice_mut(io),
@@ -259,7 +259,7 @@ unsafe extern "C" fn store_put(env: sys::napi_env, info: sys::napi_callback_info
     let a = Args::<6>::read(env, info)?;
     let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
     let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
-    crate::store_put(a.u32(0)?, slice(io), slice(payload), t, None)?;
+    crate::store::store_put(a.u32(0)?, slice(io), slice(payload), t, None)?;
     Ok(None)
   })
 }
@@ -270,7 +270,7 @@ unsafe extern "C" fn store_put_and_release(env: sys::napi_env, info: sys::napi_c
     let a = Args::<7>::read(env, info)?;
     let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
     let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
-    crate::store_put(a.u32(0)?, slice(io), slice(payload), t, Some(a.u32(6)?))?;
+    crate::store::store_put(a.u32(0)?, slice(io), slice(payload), t, Some(a.u32(6)?))?;
     Ok(None)
   })
 }
