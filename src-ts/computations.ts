@@ -130,6 +130,7 @@ export abstract class Computations<K> {
   ): void | Promise<void> {
     if (value == null && !this.o.cacheUndefined) {
       if (replace) this.guard(() => s.delete(k))
+      else s.abandon?.(k) // nothing was stored: what the miss made ready for it goes
       return claim === undefined ? undefined : this.release(s, k, claim, undefined)
     }
     try {
@@ -257,20 +258,24 @@ export abstract class Computations<K> {
       try {
         found = await s.read(k)
       } catch (e) {
+        // A read close() cut short is no store failure: the call ends as every call after close().
+        if (this.closed) throw closedError(this.o.namespace)
         this.backendFailure(e)
         return this.compute(self, a, undefined, false)
       }
       if (this.closed) throw closedError(this.o.namespace)
       const old = found !== undefined && maxAge !== undefined && now() - found.created > maxAge
       if (found !== undefined && !old) return this.hit(self, a, k, found, background, false)
-      if (old)
-        force = true // too old for this call: overwrite it
-      else if (!background) this.stats.misses++
+      if (old) force = true // too old for this call: overwrite it
     }
     let claim: Claim
     try {
       claim = await (s.sync ? s.lockAsync!(k, force) : s.lock(k, force))
     } catch (e) {
+      // close() ended the wait: an async store's call ends as every call after close(); a sync
+      // store's computes, storing nothing (its store is gone), as a call that began before close().
+      if (this.closed && !s.sync) throw closedError(this.o.namespace)
+      if (this.closed) return this.compute(self, a, undefined, false)
       this.backendFailure(e)
       return this.compute(self, a, undefined, false)
     }
@@ -284,6 +289,8 @@ export abstract class Computations<K> {
         return f.value
       }
       case ClaimState.Acquired:
+        // A miss of an async store (a sync store counted it when its read missed).
+        if (!background && !s.sync) this.stats.misses++
         return this.compute(self, a, k, force, claim, id)
       case ClaimState.Failed:
         this.stats.waits++

@@ -52,7 +52,10 @@ export class Engine<K> extends Computations<K> {
   /** A call, answered synchronously on a sync store. */
   protected callSync(self: unknown, a: ArrayLike<unknown>, co: ResolvedCallOptions | undefined): unknown {
     if (this.closed) throw closedError(this.o.namespace)
-    if (co?.bypass) return this.fn.apply(self, a as unknown[])
+    if (co?.bypass) {
+      const r = this.fn.apply(self, a as unknown[])
+      return this.sync ? r : Promise.resolve(r)
+    }
     const s = this.store
     if (s === null) {
       this.checkKey(a)
@@ -91,7 +94,8 @@ export class Engine<K> extends Computations<K> {
         this.backendFailure(e)
         return this.fn.apply(self, a as unknown[])
       }
-      if (found !== undefined && co?.maxAge !== undefined && now() - found.created > co.maxAge) {
+      // (A computation in flight is shared whatever maxAge says: it is younger than any entry.)
+      if (found !== undefined && !found.pending && co?.maxAge !== undefined && now() - found.created > co.maxAge) {
         found = undefined // too old for this call: compute anew and overwrite
         force = true
       }
@@ -184,13 +188,14 @@ export class Engine<K> extends Computations<K> {
       v = this.fn.apply(self, a as unknown[])
     } catch (err) {
       computingDepth = depth
-      this.heldSyncTop = heldAt
+      if (this.heldSyncTop > heldAt) this.heldSyncTop = heldAt
       stats.errors++
       s.abandon?.(kept)
       if (locked && gen === this.generation) void this.release(s, kept, claim, err)
       throw err
     } finally {
-      this.heldSyncTop = heldAt
+      // Lowered only: a clearLocks() inside the computation may have emptied the stack.
+      if (this.heldSyncTop > heldAt) this.heldSyncTop = heldAt
       computingDepth = depth
     }
     if (isPromiseLike(v)) {

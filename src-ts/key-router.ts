@@ -72,8 +72,8 @@ export class KeyRouter {
   }
 
   /** Whether `c` is a trie node (its empty path is pruned when its last entry goes). */
-  isTrie(c: Container): boolean {
-    return c !== this.ints && c !== this.prim && c !== this.enc
+  isTrie(c: Container | null): boolean {
+    return c instanceof Node
   }
 
   reset(): void {

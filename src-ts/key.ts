@@ -274,7 +274,7 @@ export const keyBuffer = (): Buffer => buf
 /**
  * A key for an in-process Map: the argument itself when it is one primitive that a Map tells
  * apart exactly, else the canonical encoding as a string. The two never meet: they live in
- * different Maps (see `memory-store.ts`).
+ * different Maps (see `key-router.ts`).
  */
 export function encodeKeyString(args: ArrayLike<unknown>): string {
   const b = encodeKey(args)

@@ -15,6 +15,16 @@ import { isPromiseLike } from './types'
 export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
   const ns = e.o.namespace
 
+  /** On an async store every failure of a method, a refused argument included, is a rejection. */
+  function answered<T>(f: () => T | Promise<T>): T | Promise<T> {
+    if (e.sync) return f()
+    try {
+      return Promise.resolve(f())
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
   /** Runs a store method: a failure is reported and `fallback` answered. */
   function guarded<T>(f: (s: Store<K>) => T | Promise<T>, fallback: T): T | Promise<T> {
     if (e.closed && !e.sync) return Promise.reject(closedError(ns))
@@ -41,7 +51,7 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
       e.checkKey(args)
       return then(undefined)
     }
-    const k = s.key(e.keyArgs(args))
+    const k = s.key(e.keyArgs(args), true)
     return guarded(() => {
       const r = s.read(k, true)
       return isPromiseLike(r) ? Promise.resolve(r).then(then) : then(r)
@@ -74,20 +84,21 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
   return {
     clearOwn: () => guarded((s) => s.clear(), undefined),
     size: () => guarded((s) => s.size(), 0) as number,
-    delete: (...args: unknown[]) => {
-      if (e.closed && !e.sync) return Promise.reject(closedError(ns))
-      const s = e.store
-      if (s === null) {
-        e.checkKey(args)
-        return e.sync ? false : Promise.resolve(false)
-      }
-      const k = s.key(e.keyArgs(args))
-      return guarded(() => s.delete(k), false)
-    },
-    has: (...args: unknown[]) => lookup(args, (f) => f !== undefined),
+    delete: (...args: unknown[]) =>
+      answered(() => {
+        if (e.closed && !e.sync) throw closedError(ns)
+        const s = e.store
+        if (s === null) {
+          e.checkKey(args)
+          return false
+        }
+        const k = s.key(e.keyArgs(args), true)
+        return guarded(() => s.delete(k), false)
+      }),
+    has: (...args: unknown[]) => answered(() => lookup(args, (f) => f !== undefined)),
     peek: (...args: unknown[]) =>
-      lookup(args, (f) => (f === undefined ? undefined : f.pending || !e.sync ? f.value : e.answer(f))),
-    set: (args: unknown[], value: unknown) => precache(args, value),
+      answered(() => lookup(args, (f) => (f === undefined ? undefined : f.pending || !e.sync ? f.value : e.answer(f)))),
+    set: (args: unknown[], value: unknown) => answered(() => precache(args, value)),
     clearLocks() {
       e.releaseHeld()
       return guarded((s) => s.clearLocks(), undefined)
@@ -96,11 +107,12 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
     flush: () => (e.store === null ? Promise.resolve() : e.store.flush()),
     async close() {
       if (e.closed) return
+      // Closed at once: a call made while the last writes are flushed throws ERR_CLOSED.
+      e.closed = true
       const s = e.store
       try {
         await s?.flush()
       } finally {
-        e.closed = true
         e.releaseHeld()
         e.store = null
         await s?.close()

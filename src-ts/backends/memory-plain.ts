@@ -53,9 +53,10 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
   private readonly slots: PlainLoc[] = []
   private readonly found: Found = { value: undefined, fresh: true, created: 0, wasPromise: false, pending: false }
 
-  key(args: ArrayLike<unknown>): KeyRouter {
-    // A miss stores under this key: walking it into being now spares a second walk.
-    this.router.route(args, true)
+  key(args: ArrayLike<unknown>, lookup = false): KeyRouter {
+    // A call's miss stores under this key: walking it into being now spares a second walk. A
+    // lookup (has, peek, delete) makes nothing.
+    this.router.route(args, !lookup)
     this.src = args
     return this.router
   }
@@ -117,6 +118,8 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
   /** The container to store `loc` in now: its path walked again if a nested call pruned it, or null after a clear. */
   private place(loc: PlainLoc): Container | null {
     const r = this.router
+    // Integer keys go to the array of now (a clear() meanwhile replaced the one the miss saw).
+    if (Array.isArray(loc.c)) return (loc.c = r.ints as unknown[])
     if ((loc.detachments === detachments && loc.root === r.root) || !r.isTrie(loc.c) || attached(loc.c as Node, r.root))
       return loc.c
     // The function ran this memoized function again and a call that failed inside pruned the
@@ -153,9 +156,11 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
     if (this.pending.delete(p) && this.get(k.c, k.key) === p) this.erase(k.c, k.key)
   }
 
-  abandon(k: PlainLoc): void {
+  abandon(k: KeyRouter | PlainLoc): void {
     // The miss walked its trie path into being: take it away again if nothing else uses it.
-    if (this.router.isTrie(k.c) && this.get(k.c, k.key) === undefined) prune(k.c as Node, k.key)
+    const c = this.containerOf(k)
+    const key = this.keyOf(k)
+    if (this.router.isTrie(c) && this.get(c!, key) === undefined) prune(c as Node, key)
   }
 
   private put(c: Container, k: unknown, v: unknown): void {

@@ -35,10 +35,12 @@ interface Entry {
   next: Entry | null
 }
 
-/** Where a key's entry lives, kept across a computation. */
+/** Where a key's entry lives, kept across a computation, and the entry it held then. */
 export interface Loc {
   c: Container
   key: unknown
+  /** The entry a refresh is to replace: the refresh stores nothing once it is gone (deleted, cleared). */
+  was: Entry | undefined
 }
 
 /** -1 (never) as a time to compare with. */
@@ -80,7 +82,8 @@ export class MemoryBackend extends ThreadStore implements Store<KeyRouter | Loc>
 
   keep(k: KeyRouter | Loc): Loc {
     if (k !== this.router) return k as Loc
-    return { c: this.router.target(), key: this.router.key }
+    const was = this.entry(k)
+    return { c: this.router.target(), key: this.router.key, was }
   }
 
   id(k: KeyRouter | Loc): string {
@@ -120,7 +123,9 @@ export class MemoryBackend extends ThreadStore implements Store<KeyRouter | Loc>
     pending = false,
     resolved: unknown = value,
   ): void {
-    const { c, key } = this.keep(k)
+    const { c, key, was } = this.keep(k)
+    // A refresh whose entry went meanwhile (delete(), clear(), replaced) brings nothing back.
+    if (was !== undefined && !this.live(was)) return
     this.store(c as Map<unknown, unknown>, key, value, pending, resolved, t)
   }
 

@@ -62,9 +62,11 @@ export interface Store<K> {
   readonly holdsPending: boolean
   /**
    * The key of an argument list. It may be a reused object, valid until the next `key()`.
+   * `lookup`: the key is only read or deleted (`has`, `peek`, `delete`), never written, so the
+   * store need not make room for an entry.
    * @throws CachetteError `ERR_UNKEYABLE_ARGUMENT`
    */
-  key(args: ArrayLike<unknown>): K
+  key(args: ArrayLike<unknown>, lookup?: boolean): K
   /** A copy of `k` that stays valid; `slot` (a nesting depth) lets the store reuse storage per slot. */
   keep(k: K, slot?: number): K
   /** A string naming the key in this thread (for sharing computations). */

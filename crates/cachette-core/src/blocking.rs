@@ -43,23 +43,24 @@ pub fn spawn(job: impl FnOnce() + Send + 'static) {
   let p = pool();
   let mut q = p.queue.lock();
   q.jobs.push_back(Box::new(job));
-  if q.idle > 0 {
+  // An idle thread counts as idle until it has the lock again: so a job needs a new thread
+  // whenever more jobs wait than threads are idle, however many were woken already.
+  if q.jobs.len() <= q.idle || q.threads >= MAX_THREADS {
     p.work.notify_one();
-    return;
-  }
-  if q.threads >= MAX_THREADS {
-    return; // queued: the next thread that frees up takes it
+    return; // an idle thread takes it, or the next thread that frees up
   }
   q.threads += 1;
   drop(q);
-  let started = thread::Builder::new().name("cachette-wait".into()).spawn(work);
-  if started.is_err() {
-    // No thread to be had: run the job here rather than lose it.
+  if thread::Builder::new().name("cachette-wait".into()).spawn(work).is_err() {
     let mut q = p.queue.lock();
     q.threads -= 1;
-    let job = q.jobs.pop_back();
+    if q.threads > 0 {
+      return; // the running threads take it in turn
+    }
+    // No thread at all to be had: run the waiting jobs here rather than lose them.
+    let jobs: Vec<Job> = q.jobs.drain(..).collect();
     drop(q);
-    if let Some(job) = job {
+    for job in jobs {
       job();
     }
   }
@@ -93,7 +94,34 @@ pub fn threads() -> usize {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use std::sync::mpsc;
+  use std::sync::{mpsc, Arc, Barrier};
+
+  #[test]
+  fn a_job_starts_while_every_idle_thread_was_just_handed_a_long_wait() {
+    // Threads that finished a job sit idle; then as many long waits as there are, and one more job.
+    let warm = 4;
+    let (done, finished) = mpsc::channel();
+    for _ in 0..warm {
+      let done = done.clone();
+      spawn(move || done.send(()).unwrap());
+    }
+    for _ in 0..warm {
+      finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    let gate = Arc::new(Barrier::new(warm + 1));
+    for _ in 0..warm {
+      let gate = gate.clone();
+      spawn(move || {
+        gate.wait();
+      });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawn(move || tx.send(()).unwrap());
+    // The long waits end only after this: the last job must have had a thread of its own.
+    let started = rx.recv_timeout(Duration::from_secs(10));
+    gate.wait();
+    assert!(started.is_ok(), "the job waited behind the long waits");
+  }
 
   #[test]
   fn jobs_run_on_reused_threads_and_more_than_the_limit_all_complete() {

@@ -22,11 +22,15 @@ pub fn next_owner() -> OwnerId {
   NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Adds `store` to the stores whose locks [`release_everywhere`] releases.
+/// Adds `store` to the stores whose locks [`release_everywhere`] releases (once: a store opened
+/// again, such as a `shared: true` namespace that lives as long as the process, is not added twice).
 pub fn register(store: &Arc<dyn Store>) {
+  let weak = Arc::downgrade(store);
   let mut s = stores().lock();
   s.retain(|w| w.strong_count() > 0);
-  s.push(Arc::downgrade(store));
+  if !s.iter().any(|w| w.ptr_eq(&weak)) {
+    s.push(weak);
+  }
 }
 
 /// Releases every lock `owner` holds, in every open store: its thread is gone.

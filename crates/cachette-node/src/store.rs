@@ -3,6 +3,7 @@
 //! its JS thread's table).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,6 +161,8 @@ pub struct NativeStore {
   hot: Option<Arc<Hot>>,
   disk: Option<Arc<DiskStore>>,
   slot: handles::Slot,
+  /// Set by `close()`: a lock a pending `lockAsync` takes afterwards is released at once.
+  closed: Arc<AtomicBool>,
 }
 
 impl NativeStore {
@@ -176,6 +179,7 @@ impl NativeStore {
       })),
       disk,
       slot: handles::Slot::default(),
+      closed: Arc::default(),
     }
   }
 
@@ -294,7 +298,14 @@ impl NativeStore {
     let store = self.store()?.clone();
     let (deferred, promise) = env.create_deferred().map_err(napi_failure)?;
     let (owner, timeout) = (u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64));
-    let settle = move |r: cachette_core::CoreResult<LockOutcome>| {
+    let closed = self.closed.clone();
+    let releaser = store.clone();
+    let settle = move |mut r: cachette_core::CoreResult<LockOutcome>| {
+      // Taken after close(): nobody of this handle can release it any more, so it goes now.
+      if matches!(r, Ok(LockOutcome::Acquired)) && closed.load(Ordering::SeqCst) {
+        releaser.release(&d, owner, None);
+        r = Err(CoreError::Closed);
+      }
       deferred.resolve(move |_env| {
         Ok(match r {
           Ok(o) => Either::A(lock_result(o)),
@@ -354,6 +365,7 @@ impl NativeStore {
   /// Drops this handle; the store closes when its last handle is gone.
   #[napi]
   pub fn close(&mut self) {
+    self.closed.store(true, Ordering::SeqCst);
     self.slot.release(&HOT);
     self.hot = None;
     self.disk = None;
