@@ -156,6 +156,30 @@ test.serial('a killed direct Redis connection: hits go through the core, then th
   t.is(c.calls(), 10)
 })
 
+test.serial(
+  'a Redis hit in flight when close() is called rejects with ERR_CLOSED and the function does not run again',
+  async (t) => {
+    const c = counting((k) => `v${k}`)
+    const f = memoize(c.fn, { backend: 'redis', url: REDIS_URL, namespace: uniqueNamespace('direct-close') })
+    t.teardown(() => f.close())
+    t.is(await f(1), 'v1')
+    // Hits until this thread's direct connection is open (a did-not-hang bound, not a timing).
+    const deadline = Date.now() + 5000
+    while (!(await redisLanes()).some((l) => l.name === NAME + threadId)) {
+      if (Date.now() > deadline) return t.fail('no direct connection of this thread opened')
+      t.is(await f(1), 'v1')
+      await sleep(20)
+    }
+    t.is(await f(1), 'v1')
+    t.like(await f.stats(), { computations: 1, misses: 1 })
+    const hit = f(1) // read over the direct connection
+    const closing = f.close()
+    await t.throwsAsync(hit, { code: 'ERR_CLOSED' })
+    await closing
+    t.is(c.calls(), 1, 'the hit cut short by close() computed the value again')
+  },
+)
+
 /** A worker thread that memoizes `k => 'v' + k` on `options`, calls it for 0..9 twice and reports. */
 function worker(options: object): Worker {
   const index = JSON.stringify(join(__dirname, '..', 'src-ts', 'index.ts'))

@@ -3,6 +3,10 @@ import { memoize } from '../src-ts/index'
 import type { Memoized } from '../src-ts/index'
 import { setTestTime } from '../src-ts/clock'
 import { lastToken, Node, prune, UNSUPPORTED, walk } from '../src-ts/key-trie'
+import { PlainBackend } from '../src-ts/backends/memory-plain'
+import { Engine } from '../src-ts/engine'
+import { methodsOf } from '../src-ts/methods'
+import { resolveOptions } from '../src-ts/options'
 import { sleep, tempDir, uniqueNamespace } from './helpers/env'
 import { backends, counted, track, waitFor } from './helpers/store-suite'
 
@@ -195,6 +199,77 @@ for (const b of memories) {
     t.is(f.stats().size, 0)
   })
 
+  test.serial(title('with({ maxAge }) called while the key is still computing shares that computation'), async (t) => {
+    // On the fake clock (process-wide: hence serial): the computation is older than maxAge.
+    t.teardown(() => setTestTime(undefined))
+    let calls = 0
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    const f = b.memoize(async (x: number) => {
+      calls++
+      await gate
+      return x
+    })
+    const young = f.with({ maxAge: 50 })
+    const t0 = Date.now()
+    setTestTime(t0)
+    const first = f(1)
+    setTestTime(t0 + 1000)
+    const second = young(1)
+    release()
+    t.deepEqual(await Promise.all([first, second]), [1, 1])
+    t.is(calls, 1, 'the maxAge call started a second computation')
+    t.like(f.stats(), { misses: 1, computations: 1, waits: 1 })
+  })
+
+  test(
+    title(
+      'a sync computation that calls clear() of its own cache returns its value and counts no error (integer keys)',
+    ),
+    (t) => {
+      const f: Memoized<(n: number) => number> = b.memoize((n: number) => {
+        if (n === 1) f.clear()
+        return n * 2
+      })
+      t.is(f(1), 2)
+      t.is(f.stats().errors, 0, 'the store failed after the clear()')
+      // The same through dependsOn: clearing a dependency clears the dependent while it computes.
+      const dep = b.memoize((n: number) => n)
+      const h = b.memoize(
+        (n: number) => {
+          dep.clear()
+          return n + 1
+        },
+        { dependsOn: [dep] },
+      )
+      t.is(h(5), 6)
+      t.is(h.stats().errors, 0, 'the store failed after the clear() through dependsOn')
+      t.is(h(6), 7)
+    },
+  )
+
+  test(
+    title('a Promise-returning computation that calls clear() of its own cache resolves to its value (integer keys)'),
+    async (t) => {
+      const g: Memoized<(n: number) => Promise<number>> = b.memoize((n: number) => {
+        if (n === 1) g.clear()
+        return Promise.resolve(n * 2)
+      })
+      t.is(await g(1), 2)
+      t.is(g.stats().errors, 0)
+      const dep = b.memoize((n: number) => n)
+      const h = b.memoize(
+        (n: number) => {
+          dep.clear()
+          return Promise.resolve(n + 1)
+        },
+        { dependsOn: [dep] },
+      )
+      t.is(await h(5), 6)
+      t.is(h.stats().errors, 0)
+    },
+  )
+
   test(title('maxEntries evicts the least recently used object-argument entry'), (t) => {
     const c = counted<[{ id: number }]>()
     const f = b.memoize(c.fn, { maxEntries: 2 })
@@ -255,6 +330,37 @@ test('the key trie keeps no empty path after an argument it does not cover, nor 
   t.true(root.size + root.kids > 0)
   prune(n, lastToken)
   t.is(root.size + root.kids, 0, 'pruning the only entry empties the trie')
+})
+
+test('a lookup key of the plain memory store walks no path into the key trie: read and delete of an absent object argument leave it empty', (t) => {
+  const store = new PlainBackend()
+  t.is(store.read(store.key([{ id: 1, k: 'x' }], true)), undefined)
+  t.false(store.delete(store.key([{ id: 2, k: 'y' }], true)))
+  t.is(store.router.root.size, 0)
+  t.is(store.router.root.kids, 0)
+})
+
+test('has(), peek() and delete() of absent object arguments, and sync null results with cacheUndefined: false, leave the plain memory key trie empty', (t) => {
+  // What memoize() builds for plain memory (an engine on a PlainBackend, and its methods), with
+  // the store in reach; misses and lookups never take the memoized function's fast path.
+  let store!: PlainBackend
+  let calls = 0
+  const engine = new Engine(
+    (_o: { id: number; k: string }) => (calls++, null),
+    resolveOptions('nulls', { cacheUndefined: false }),
+    () => (store = new PlainBackend()),
+  )
+  const methods = methodsOf(engine)
+  for (let id = 0; id < 20; id++) {
+    t.false(methods.has({ id, k: 'x' }))
+    t.is(methods.peek({ id, k: 'x' }), undefined)
+    t.false(methods.delete({ id, k: 'x' }))
+  }
+  t.is(store.router.root.size + store.router.root.kids, 0, 'a lookup made a trie path')
+  for (let id = 0; id < 20; id++) t.is(engine.call(undefined, [{ id, k: 'x' }], undefined), null)
+  t.is(calls, 20)
+  t.is(methods.size(), 0)
+  t.is(store.router.root.size + store.router.root.kids, 0, 'an unstored null result left its trie path')
 })
 
 test('shared: true stores a result whose sub-objects are shared many times over, each checked once', (t) => {

@@ -150,6 +150,56 @@ for (const b of backends(dir)) {
   })
 }
 
+// The memory stores only: on shared memory, disk and SQL a refresh still in flight at delete()
+// or clear() can still store its value afterwards (not covered here).
+for (const b of backends(dir).filter((m) => !m.encoded)) {
+  test.serial(
+    `a background refresh that finishes after delete() or clear() of its key does not bring the entry back (${b.name})`,
+    async (t) => {
+      const at = fakeClock(t)
+      for (const kind of ['sync', 'async'] as const) {
+        for (const op of ['delete', 'clear'] as const) {
+          for (const arg of [7, { id: 7 }] as unknown[]) {
+            const what = `${kind} function, ${op}() of ${JSON.stringify(arg)}`
+            at(0)
+            let n = 0
+            let refreshed = false
+            let release!: () => void
+            const gate = new Promise<void>((r) => (release = r))
+            const options = { ttl: TTL, staleWhileRevalidate: true }
+            const f =
+              kind === 'sync'
+                ? b.memoize((_a: unknown) => {
+                    refreshed = ++n > 1
+                    return { n }
+                  }, options)
+                : b.memoize(async (_a: unknown) => {
+                    const v = ++n
+                    if (v > 1) {
+                      await gate
+                      refreshed = true
+                    }
+                    return { n: v }
+                  }, options)
+            t.deepEqual(await f(arg), { n: 1 }, what)
+            at(TTL + 1)
+            // The stale value at once; its refresh runs on a later turn (sync) or awaits the gate (async).
+            t.deepEqual(await f(arg), { n: 1 }, what)
+            if (op === 'delete') t.true(f.delete(arg), what)
+            else f.clear()
+            release()
+            await waitFor(() => refreshed)
+            await new Promise((r) => setImmediate(r)) // the refresh's value reaches the store
+            t.is(n, 2, `${what}: one refresh`)
+            t.false(f.has(arg), `${what}: the refresh brought the entry back`)
+            t.is(f.stats().size, 0, what)
+          }
+        }
+      }
+    },
+  )
+}
+
 for (const b of remoteBackends(dir)) {
   test.serial(
     `staleWhileRevalidate refreshes an entry in the background each time it goes stale (${b.name})`,

@@ -269,3 +269,37 @@ for (const [label, partial] of takeovers) {
     await b.request({ cmd: 'close' })
   })
 }
+
+test.serial(
+  "shared: true: a call waiting for another worker's lock when its function is closed neither hangs nor leaks the lock",
+  async (t) => {
+    const namespace = uniqueNamespace('close-wait')
+    const spec: FnSpec = { backend: 'memory', namespace, mode: 'sync' }
+    const { peers, ctl } = await startWorkers(t, 1)
+    const [a] = peers
+    // A holds the key's lock and never finishes.
+    const aCall = a.request({ cmd: 'call', spec, key: 'k', behavior: 'block' })
+    aCall.catch(() => undefined)
+    await until("A's computation to start", () => Atomics.load(ctl, 2) === a.threadId)
+
+    // f waits for A's lock without blocking this thread.
+    const f = memoize(async (_k: string) => 'main', { shared: true, namespace, lockTimeout: 20_000 })
+    let settled = false
+    const pending = f('k')
+    void pending.finally(() => (settled = true)).catch(() => undefined)
+    await sleep(100)
+    t.false(settled, "f did not wait for A's lock")
+    await f.close()
+
+    // A's lock is released when it is terminated: f's pending wait takes it, after close().
+    await within(a.worker.terminate(), 10_000, 'worker.terminate()')
+    t.is(await within(pending, 10_000, "f's pending call after close()"), 'main', 'it computes, storing nothing')
+
+    // Another function of the namespace in this thread gets the key at once: nobody holds its lock.
+    const g = memoize((_k: string) => 'g', { shared: true, namespace, lockTimeout: 1500 })
+    t.teardown(() => g.close())
+    t.is(g('k'), 'g')
+    t.is(g.stats().waits, 0, 'g waited for the lock the closed function took (a timed-out wait counts one)')
+    t.is(g.stats().computations, 1, 'the closed function stored nothing: g computes')
+  },
+)

@@ -266,6 +266,15 @@ export function storeSuite(b: Backend): void {
       t.is(await hit, 42)
       t.like(await f.stats(), { misses: 1, hits: 1, computations: 1 })
     })
+
+    test(title('with({ bypass: true }) of a sync function returns a Promise on a remote backend'), async (t) => {
+      const c = counted<[number]>()
+      const f = b.memoize(c.fn)
+      const r: unknown = f.with({ bypass: true })(1)
+      t.true(r instanceof Promise, 'a bypass call answered with a plain value')
+      t.deepEqual(await r, { n: 1 })
+      t.false(await f.has(1), 'bypass did not write')
+    })
   }
 
   test(title('memoize() returns a Promise from an async function on a miss and on a hit'), async (t) => {
@@ -390,6 +399,35 @@ export function storeSuite(b: Backend): void {
     },
   )
 
+  test(
+    title(
+      'has(), peek(), delete() and set() refuse an unkeyable argument with ERR_UNKEYABLE_ARGUMENT, rejecting on a remote backend',
+    ),
+    async (t) => {
+      let calls = 0
+      const f = b.memoize((..._args: unknown[]) => ++calls)
+      for (const [what, args] of unkeyableCases()) {
+        const methods: [string, () => unknown][] = [
+          ['has()', () => f.has(...args)],
+          ['peek()', () => f.peek(...args)],
+          ['delete()', () => f.delete(...args)],
+          ['set()', () => f.set(args, 1)],
+        ]
+        for (const [method, call] of methods) {
+          const e = await throwsOrRejects<CachetteError>(
+            t,
+            b.remote,
+            call,
+            { instanceOf: CachetteError },
+            `${method} of ${what}`,
+          )
+          t.is(e?.code, 'ERR_UNKEYABLE_ARGUMENT', `${method} of ${what}`)
+        }
+      }
+      t.is(calls, 0)
+    },
+  )
+
   test(title('memoize() computes a recursive function once per argument'), async (t) => {
     let calls = 0
     // A remote call returns a Promise: there the function awaits its recursive calls.
@@ -462,6 +500,30 @@ export function storeSuite(b: Backend): void {
     t.deepEqual(await f(1), { n: 2 }, 'past its ttl: computed again')
     t.deepEqual(await f(1), { n: 2 })
     t.is(c.calls(), 2)
+  })
+
+  test.serial(title('refresh() and a with({ maxAge }) call too old for the entry each count a miss'), async (t) => {
+    // On the fake clock (process-wide: hence serial), started at the real time.
+    t.teardown(() => setTestTime(undefined))
+    const c = counted<[number]>()
+    const f = b.memoize(c.fn)
+    const young = f.with({ maxAge: 500 })
+    const t0 = Date.now()
+    setTestTime(t0)
+    t.deepEqual(await f(1), { n: 1 })
+    t.deepEqual(await f.refresh(1), { n: 2 })
+    setTestTime(t0 + 1000)
+    t.deepEqual(await young(1), { n: 3 }, 'older than maxAge: computed again')
+    t.like(await f.stats(), { hits: 0, misses: 3, computations: 3 })
+  })
+
+  test(title('close() takes effect at once: a call made before its Promise settles throws ERR_CLOSED'), async (t) => {
+    let calls = 0
+    const f = b.memoize((x: number) => (calls++, x * 2))
+    const closing = f.close()
+    await throwsOrRejects(t, b.remote, () => f(1), { instanceOf: CachetteError, code: 'ERR_CLOSED' })
+    await closing
+    t.is(calls, 0, 'the function ran after close()')
   })
 
   // Only the memory backends have LRU bounds; disk, redis and sql refuse them at memoize().
