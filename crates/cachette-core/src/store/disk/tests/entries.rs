@@ -142,17 +142,16 @@ fn a_corrupted_entry_is_a_miss_and_other_entries_survive() {
   let s = DiskStore::open(dir.path()).unwrap();
   s.put(NS, &digest(1), b"good", Times::forever(1)).unwrap();
   s.flush(false).unwrap();
-  let key = store_key(NS, &digest(2));
-  s.inner
-    .enqueue_write(key, Some(Arc::from(&b"garbage"[..])), None)
-    .unwrap();
-  assert!(s.get(NS, &digest(2)).unwrap().is_none());
+  // Raw bytes written under key `i`'s slot, then read as key `i`.
+  let raw_read = |i: u32, raw: Arc<[u8]>| {
+    s.inner
+      .enqueue_write(store_key(NS, &digest(i)), Some(raw), None)
+      .unwrap();
+    s.get(NS, &digest(i)).unwrap()
+  };
+  assert!(raw_read(2, Arc::from(&b"garbage"[..])).is_none());
   // A valid envelope of key 3 stored under key 4's slot is foreign: a miss.
-  let foreign: Arc<[u8]> = envelope::seal(&digest(3), Times::forever(1), b"three").into();
-  s.inner
-    .enqueue_write(store_key(NS, &digest(4)), Some(foreign), None)
-    .unwrap();
-  assert!(s.get(NS, &digest(4)).unwrap().is_none());
+  assert!(raw_read(4, envelope::seal(&digest(3), Times::forever(1), b"three").into()).is_none());
   assert_eq!(s.get(NS, &digest(1)).unwrap().unwrap().payload, b"good");
 }
 

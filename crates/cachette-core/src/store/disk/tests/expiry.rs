@@ -40,12 +40,18 @@ fn ttl(stale: u64, expires: u64) -> Times {
   }
 }
 
+/// A store at the manual clock's start holding key 1 with `payload`, expired just before now.
+fn with_an_expired_entry(dir: &crate::test_dir::TempDir, payload: &[u8]) -> (Arc<DiskStore>, u64) {
+  let (s, clock) = open_at(dir);
+  let now = clock.now_ms();
+  s.put(NS, &digest(1), payload, expired(now)).unwrap();
+  (s, now)
+}
+
 #[test]
 fn expired_entries_read_as_misses() {
   let dir = crate::test_dir::TempDir::new();
-  let (s, clock) = open_at(&dir);
-  let now = clock.now_ms();
-  s.put(NS, &digest(1), b"old", expired(now)).unwrap();
+  let (s, now) = with_an_expired_entry(&dir, b"old");
   assert!(s.get(NS, &digest(1)).unwrap().is_none());
   s.put(
     NS,
@@ -64,9 +70,7 @@ fn expired_entries_read_as_misses() {
 #[test]
 fn compaction_reclaims_expired_entries_and_keeps_live_ones() {
   let dir = crate::test_dir::TempDir::new();
-  let (s, clock) = open_at(&dir);
-  let now = clock.now_ms();
-  s.put(NS, &digest(1), b"gone", expired(now)).unwrap();
+  let (s, now) = with_an_expired_entry(&dir, b"gone");
   s.put(NS, &digest(2), b"kept", Times::forever(now)).unwrap();
   s.flush(false).unwrap();
   let Some(Conn::Owner { db, .. }) = &*s.inner.conn.read() else {
