@@ -75,8 +75,8 @@ export declare class NativeStore {
   /** The serialized error of the last `lockAndRead` that returned -4. */
   takeError(): Buffer | null
   /**
-   * Like `lock`, without blocking the JS thread: a lock nobody holds is taken at once; a
-   * contended one is waited for on the core's pool of waiting threads.
+   * Like `lock`, without blocking the JS thread (see `blocking::lock`): a lock nobody holds is
+   * taken at once; a contended one is waited for on the core's pool of waiting threads.
    */
   lockAsync(io: Uint8Array, owner: number, timeoutMs: number): Promise<LockResult | Failure>
   /** Releases the lock without a value; `error` (serialized) reaches the waiting threads. */

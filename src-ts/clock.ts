@@ -2,8 +2,7 @@
  * The clock every entry time is judged by, in JS and in the native core: the system's, unless a
  * test freezes it. Tests about TTL logic move this clock instead of sleeping.
  */
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const binding = require('../index.js') as typeof import('../index')
+import { setNativeTestTime } from './native'
 
 let frozen: number | undefined
 
@@ -18,5 +17,5 @@ export function now(): number {
  */
 export function setTestTime(ms: number | undefined): void {
   frozen = ms
-  binding.setTestTime(ms ?? -1)
+  setNativeTestTime(ms ?? -1)
 }

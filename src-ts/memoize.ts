@@ -1,5 +1,5 @@
-import { openStore, PlainBackend } from './backends'
-import { Engine } from './engine'
+import { openStore } from './backends'
+import { Engine, newCounters } from './engine'
 import { methodsOf } from './methods'
 import { resolveOptions, toMs } from './options'
 import type { CallOptions, MemoizeOptions } from './options'
@@ -47,7 +47,7 @@ function resolveCall(options: CallOptions): ResolvedCallOptions {
 }
 
 function passthrough<F extends AnyFn>(fn: F): Implementation<F> {
-  const stats = { hits: 0, misses: 0, staleHits: 0, computations: 0, waits: 0, errors: 0 }
+  const stats = newCounters()
   return {
     call(self, args) {
       stats.computations++
@@ -103,8 +103,8 @@ export function memoize<F extends AnyFn>(
     const store = engine.store
     impl = {
       call,
-      // The memory hit path of a plain cache answers before the engine (see memory-plain.ts).
-      fast: store instanceof PlainBackend && o.key === undefined ? store.fastPath<F>(call, engine.stats) : undefined,
+      // A memory store's hit path answers before the engine (see memory-plain.ts, memory.ts).
+      fast: o.key === undefined ? (store?.fastPath?.(call, engine.stats) as F | undefined) : undefined,
       methods: methodsOf(engine),
       stats: engine.stats,
       remote: !engine.sync,

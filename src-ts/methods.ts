@@ -15,9 +15,13 @@ import { isPromiseLike } from './types'
 export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
   const ns = e.o.namespace
 
-  /** On an async store every failure of a method, a refused argument included, is a rejection. */
+  /**
+   * On an async store every answer is a Promise, every failure a rejection (a refused argument
+   * included), and every method after close() rejects with `ERR_CLOSED`.
+   */
   function answered<T>(f: () => T | Promise<T>): T | Promise<T> {
     if (e.sync) return f()
+    if (e.closed) return Promise.reject(closedError(ns))
     try {
       return Promise.resolve(f())
     } catch (err) {
@@ -27,9 +31,8 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
 
   /** Runs a store method: a failure is reported and `fallback` answered. */
   function guarded<T>(f: (s: Store<K>) => T | Promise<T>, fallback: T): T | Promise<T> {
-    if (e.closed && !e.sync) return Promise.reject(closedError(ns))
     const s = e.store
-    if (s === null) return e.sync ? fallback : Promise.resolve(fallback)
+    if (s === null) return fallback
     try {
       const r = f(s)
       if (!isPromiseLike(r)) return r
@@ -45,7 +48,6 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
 
   /** `has()` and `peek()`: one read, no computing. */
   function lookup<T>(args: unknown[], then: (f: Found | undefined) => T): T | Promise<T> {
-    if (e.closed && !e.sync) return Promise.reject(closedError(ns))
     const s = e.store
     if (s === null) {
       e.checkKey(args)
@@ -60,7 +62,6 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
 
   /** `set()`: stores a value (a Promise once it settles) without computing. */
   function precache(args: unknown[], value: unknown): void | Promise<void> {
-    if (e.closed && !e.sync) return Promise.reject(closedError(ns))
     const s = e.store
     if (s === null) return e.checkKey(args)
     const k = s.key(e.keyArgs(args))
@@ -82,11 +83,10 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
   }
 
   return {
-    clearOwn: () => guarded((s) => s.clear(), undefined),
-    size: () => guarded((s) => s.size(), 0) as number,
+    clearOwn: () => answered(() => guarded((s) => s.clear(), undefined)),
+    size: () => answered(() => guarded((s) => s.size(), 0)) as number,
     delete: (...args: unknown[]) =>
       answered(() => {
-        if (e.closed && !e.sync) throw closedError(ns)
         const s = e.store
         if (s === null) {
           e.checkKey(args)
@@ -99,10 +99,11 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
     peek: (...args: unknown[]) =>
       answered(() => lookup(args, (f) => (f === undefined ? undefined : f.pending || !e.sync ? f.value : e.answer(f)))),
     set: (args: unknown[], value: unknown) => answered(() => precache(args, value)),
-    clearLocks() {
-      e.releaseHeld()
-      return guarded((s) => s.clearLocks(), undefined)
-    },
+    clearLocks: () =>
+      answered(() => {
+        e.releaseHeld()
+        return guarded((s) => s.clearLocks(), undefined)
+      }),
     trackAge: () => e.store?.trackAge?.(),
     flush: () => (e.store === null ? Promise.resolve() : e.store.flush()),
     async close() {

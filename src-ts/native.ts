@@ -8,6 +8,13 @@ import type { Acquire, Direct, Failure, Found, NativeRemote } from '../index'
 
 export type { NativeStore, LockResult, Failure, Acquire, Found, Direct } from '../index'
 export const openDisk = binding.openDisk
+/** Stops the native stores' clock at `ms` (a test), or gives it the system's time again (-1). */
+export const setNativeTestTime = binding.setTestTime
+
+/** Whether what an asynchronous native operation resolved is its failure. */
+export function isFailure(x: unknown): x is Failure {
+  return x !== null && typeof x === 'object' && 'code' in x
+}
 export const openShared = binding.openShared
 /**
  * The hot path of a store, called with its `handle()`: plain Node-API functions (see

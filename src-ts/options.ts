@@ -360,9 +360,8 @@ export function entryTimes(o: Pick<ResolvedOptions, 'ttl' | 'grace'>): EntryTime
 }
 
 /** When an entry stored at `now` turns stale (ms since the epoch), or -1 for never. */
-export const staleAtOf = (o: Pick<ResolvedOptions, 'ttl'>, now: number): number =>
-  o.ttl === Infinity ? -1 : now + o.ttl
+const staleAtOf = (o: Pick<ResolvedOptions, 'ttl'>, now: number): number => (o.ttl === Infinity ? -1 : now + o.ttl)
 
 /** When an entry stored at `now` expires (ms since the epoch), or -1 for never. */
-export const expiresOf = (o: Pick<ResolvedOptions, 'ttl' | 'grace'>, now: number): number =>
+const expiresOf = (o: Pick<ResolvedOptions, 'ttl' | 'grace'>, now: number): number =>
   o.ttl === Infinity || o.grace === Infinity ? -1 : now + o.ttl + o.grace

@@ -28,5 +28,3 @@ const backends: Record<ResolvedOptions['backend'], (o: ResolvedOptions) => Store
 export function openStore(o: ResolvedOptions): Store<unknown> {
   return backends[o.backend](o)
 }
-
-export { PlainBackend }

@@ -224,29 +224,27 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
    * The hit path of one number, string or plain-object argument with no key function: the
    * memoized function itself. Anything it does not answer goes to `call`.
    */
-  fastPath<F extends AnyFn>(
-    call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown,
-    stats: Counters,
-  ): F {
+  fastPath(call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown, stats: Counters): AnyFn {
     const { router, pending } = this
     const prim = router.prim
     return function (this: unknown, a?: unknown) {
-      if (arguments.length === 1 && pending.size === 0) {
+      // `pending` is looked at only once a value is found: most hits find no pending Promise.
+      if (arguments.length === 1) {
         if (typeof a === 'number') {
           if (a >>> 0 === a && a < INT_LIMIT && (a !== 0 || 1 / a > 0)) {
             const v = (router.ints as unknown[])[a]
-            if (v !== undefined) {
+            if (v !== undefined && pending.size === 0) {
               stats.hits++
               return v === UNDEF ? undefined : v
             }
           }
         } else if (typeof a === 'string') {
           const v = prim.get(a)
-          if (v !== undefined) {
+          if (v !== undefined && pending.size === 0) {
             stats.hits++
             return v === UNDEF ? undefined : v
           }
-        } else if (typeof a === 'object' && a !== null) {
+        } else if (typeof a === 'object' && a !== null && pending.size === 0) {
           const proto = Object.getPrototypeOf(a)
           if (proto === Object.prototype || proto === null) {
             const v = findObject(router.root, a as Record<string, unknown>)
@@ -259,6 +257,6 @@ export class PlainBackend extends ThreadStore implements Store<KeyRouter | Plain
       }
       // eslint-disable-next-line prefer-rest-params -- no array allocation on the hot path
       return call(this, arguments, undefined)
-    } as unknown as F
+    }
   }
 }

@@ -6,6 +6,8 @@ import type { Node } from '../key-trie'
 import type { ResolvedOptions } from '../options'
 import { codecFor, encodeTransient } from '../serializer'
 import type { Codec } from '../serializer'
+import type { Counters } from '../computations'
+import type { AnyFn } from '../types'
 import { ThreadStore } from './thread-store'
 import type { Claim, EntryTimes, Found, Store } from './store'
 
@@ -14,6 +16,10 @@ import type { Claim, EntryTimes, Found, Store } from './store'
  * without any native call or decoding (a lone primitive keys a Map, plain objects and arrays walk
  * the key trie, anything else is keyed by its canonical encoding). Bounded stores link entries
  * most- to least-recently used. A pending Promise is an entry too, so every caller shares it.
+ *
+ * Without a ttl, `fastPath` answers the hits of one string or non-zero number argument before
+ * the engine runs (a call into the engine costs more than such a hit: about 95 ns against 38 ns
+ * measured for a `maxEntries` cache).
  */
 
 interface Entry {
@@ -163,6 +169,29 @@ export class MemoryBackend extends ThreadStore implements Store<KeyRouter | Loc>
 
   clearLocks(): void {
     for (const e of [...this.pendingEntries]) this.remove(e)
+  }
+
+  /** The hit path of one string or non-zero number argument when nothing expires; the rest goes to `call`. */
+  fastPath(
+    call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown,
+    stats: Counters,
+  ): AnyFn | undefined {
+    if (this.o.ttl !== Infinity) return undefined
+    const prim = this.router.prim
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the memoized function has its own `this`
+    const store = this
+    return function (this: unknown, a?: unknown) {
+      if (arguments.length === 1 && (typeof a === 'string' || (typeof a === 'number' && a !== 0))) {
+        const e = prim.get(a) as Entry | undefined
+        if (e !== undefined && !e.pending) {
+          stats.hits++
+          if (store.bounded) store.touch(e)
+          return e.value
+        }
+      }
+      // eslint-disable-next-line prefer-rest-params -- no array allocation on the hot path
+      return call(this, arguments, undefined)
+    }
   }
 
   private unlink(e: Entry): void {

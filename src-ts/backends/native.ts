@@ -5,6 +5,7 @@ import {
   IO_CREATED,
   IO_FRESHNESS,
   IO_WAITED,
+  isFailure,
   openDisk,
   openShared,
   OWNER,
@@ -63,10 +64,6 @@ process.on('exit', () => {
 const ACQUIRED: Claim = Object.freeze({ state: ClaimState.Acquired })
 const TIMED_OUT: Claim = Object.freeze({ state: ClaimState.TimedOut })
 const SETTLED: Claim = Object.freeze({ state: ClaimState.Settled })
-
-function isFailure(x: unknown): x is Failure {
-  return x !== null && typeof x === 'object' && 'code' in x
-}
 
 /** A `disk` or `shared: true` store for one memoized function. */
 export class NativeBackend implements Store<Buffer> {

@@ -1,6 +1,6 @@
 import { fromNative, unserializableError } from '../errors'
 import { encodeKey } from '../key'
-import { IO_BYTES, IO_CREATED, IO_FRESHNESS, IO_START, openRemote } from '../native'
+import { IO_BYTES, IO_CREATED, IO_FRESHNESS, IO_START, isFailure, openRemote } from '../native'
 import type { Acquire, Failure, Found as NativeFound, Remote } from '../native'
 import type { ResolvedOptions } from '../options'
 import { codecFor, decodeError, decodePayload, encodeError, encodePayload, UNREADABLE } from '../serializer'
@@ -22,10 +22,6 @@ import type { Claim, EntryTimes, Found, Store } from './store'
 
 /** The digest bytes that name a key in this thread's sharing of calls. */
 const KEY_BYTES = 16
-
-function isFailure(x: unknown): x is Failure {
-  return x !== null && typeof x === 'object' && 'code' in x
-}
 
 /** What a native request resolved, or its failure thrown. */
 async function settled<T>(p: Promise<T | Failure>): Promise<T> {

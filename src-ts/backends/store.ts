@@ -20,7 +20,9 @@ export interface Found {
 }
 
 /** How a claim of a key's calculation lock ended: the native binding's codes, defined once in Rust. */
+import type { Counters } from '../computations'
 import { ClaimState } from '../native'
+import type { AnyFn } from '../types'
 export { ClaimState }
 
 /** A claim of a key's calculation lock. */
@@ -126,6 +128,14 @@ export interface Store<K> {
   flush(): Promise<void>
   /** Flushes and releases the store; the engine makes later calls throw `ERR_CLOSED`. */
   close(): Promise<void>
+  /**
+   * A store in this thread may answer some hits before the engine runs: the memoized function
+   * itself, calling `call` for everything it does not answer (memory stores only).
+   */
+  fastPath?(
+    call: (self: unknown, args: ArrayLike<unknown>, co: undefined) => unknown,
+    stats: Counters,
+  ): AnyFn | undefined
   /** Start recording creation times (a `with({ maxAge })` view exists): stores that skip them otherwise. */
   trackAge?(): void
 }

@@ -1,100 +1,87 @@
-//! One pool of threads for the waits that block: a calculation lock held by another thread or
-//! process, a flush waiting for the disk writer. The binding hands them here instead of starting
-//! a thread per call. Threads are reused, grow on demand up to [`MAX_THREADS`] (each may block
-//! for a whole `lockTimeout`), and exit after [`IDLE`] without work; beyond the limit, jobs
-//! queue and start in order as threads free up.
+//! Waits that block, run off the caller's thread: a calculation lock held by another thread or
+//! process, a flush waiting for the disk writer. They run on the runtime's blocking pool
+//! ([`crate::runtime`]: reused threads, at most [`MAX_BLOCKING_THREADS`], beyond which waits
+//! start in order), never on a thread started per call.
 
-use std::collections::VecDeque;
-use std::sync::OnceLock;
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-
-/// Most threads the pool runs at once.
-pub const MAX_THREADS: usize = 64;
-/// How long an idle thread waits for work before it exits.
-const IDLE: Duration = Duration::from_secs(10);
-
-type Job = Box<dyn FnOnce() + Send>;
-
-#[derive(Default)]
-struct Queue {
-  jobs: VecDeque<Job>,
-  threads: usize,
-  idle: usize,
-}
-
-struct Pool {
-  queue: Mutex<Queue>,
-  work: Condvar,
-}
-
-fn pool() -> &'static Pool {
-  static P: OnceLock<Pool> = OnceLock::new();
-  P.get_or_init(|| Pool {
-    queue: Mutex::new(Queue::default()),
-    work: Condvar::new(),
-  })
-}
+use crate::error::{CoreError, CoreResult};
+use crate::key::Digest;
+pub use crate::runtime::MAX_BLOCKING_THREADS;
+use crate::single_flight::OwnerId;
+use crate::store::{LockOutcome, Store};
 
 /// Runs `job` on a pool thread.
 pub fn spawn(job: impl FnOnce() + Send + 'static) {
-  let p = pool();
-  let mut q = p.queue.lock();
-  q.jobs.push_back(Box::new(job));
-  // An idle thread counts as idle until it has the lock again: so a job needs a new thread
-  // whenever more jobs wait than threads are idle, however many were woken already.
-  if q.jobs.len() <= q.idle || q.threads >= MAX_THREADS {
-    p.work.notify_one();
-    return; // an idle thread takes it, or the next thread that frees up
-  }
-  q.threads += 1;
-  drop(q);
-  if thread::Builder::new().name("cachette-wait".into()).spawn(work).is_err() {
-    let mut q = p.queue.lock();
-    q.threads -= 1;
-    if q.threads > 0 {
-      return; // the running threads take it in turn
-    }
-    // No thread at all to be had: run the waiting jobs here rather than lose them.
-    let jobs: Vec<Job> = q.jobs.drain(..).collect();
-    drop(q);
-    for job in jobs {
-      job();
-    }
-  }
+  drop(crate::runtime::runtime().spawn_blocking(job));
 }
 
-fn work() {
-  let p = pool();
-  let mut q = p.queue.lock();
-  loop {
-    if let Some(job) = q.jobs.pop_front() {
-      drop(q);
-      job();
-      q = p.queue.lock();
-      continue;
+/// Claims `digest`'s calculation lock without blocking the caller: a lock nobody holds is taken
+/// at once, on this thread; a contended one is waited for on the pool. `done` gets the outcome.
+/// When `cancelled` is set by the time the lock is taken (its handle closed meanwhile, so nobody
+/// will release it), the lock is released at once and `done` gets `Closed`.
+pub fn lock(
+  store: Arc<dyn Store>,
+  digest: Digest,
+  owner: OwnerId,
+  timeout: Duration,
+  cancelled: Arc<AtomicBool>,
+  done: impl FnOnce(CoreResult<LockOutcome>) + Send + 'static,
+) {
+  let finish = move |store: &dyn Store, r: CoreResult<LockOutcome>| {
+    if matches!(r, Ok(LockOutcome::Acquired)) && cancelled.load(Ordering::SeqCst) {
+      store.release(&digest, owner, None);
+      return done(Err(CoreError::Closed));
     }
-    q.idle += 1;
-    let timed_out = p.work.wait_for(&mut q, IDLE).timed_out();
-    q.idle -= 1;
-    if timed_out && q.jobs.is_empty() {
-      q.threads -= 1;
-      return;
-    }
+    done(r)
+  };
+  match store.lock(&digest, owner, Duration::ZERO) {
+    Ok(LockOutcome::TimedOut) if !timeout.is_zero() => spawn(move || {
+      let r = store.lock(&digest, owner, timeout);
+      finish(&*store, r)
+    }),
+    r => finish(&*store, r),
   }
-}
-
-/// Threads the pool runs now (for tests).
-pub fn threads() -> usize {
-  pool().queue.lock().threads
 }
 
 #[cfg(test)]
 mod tests {
   use super::*;
-  use std::sync::{mpsc, Arc, Barrier};
+  use crate::clock::SystemClock;
+  use crate::shard_map::Bounds;
+  use crate::store::memory::SharedMemory;
+  use std::sync::{mpsc, Barrier};
+  use std::thread;
+
+  #[test]
+  fn a_lock_taken_after_its_handle_closed_is_released_and_reported_closed() {
+    let s: Arc<dyn Store> = SharedMemory::open("blocking-test-cancel", Bounds::default(), Arc::new(SystemClock));
+    let d = [4u8; 32];
+    // A free lock is taken on this thread: `done` has run before `lock` returns.
+    let (tx, rx) = mpsc::channel();
+    lock(s.clone(), d, 1, Duration::from_secs(5), Arc::default(), move |r| {
+      tx.send(r).unwrap()
+    });
+    assert_eq!(rx.try_recv().unwrap(), Ok(LockOutcome::Acquired));
+    // A contended one waits on the pool; its handle closes meanwhile, then the holder goes away
+    // (its thread died), so the waiter takes the lock over.
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    lock(s.clone(), d, 2, Duration::from_secs(5), cancelled.clone(), move |r| {
+      tx.send(r).unwrap()
+    });
+    cancelled.store(true, Ordering::SeqCst);
+    s.release_owner(1);
+    assert_eq!(
+      rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+      Err(CoreError::Closed)
+    );
+    // Released for it: a third caller takes the lock at once.
+    assert_eq!(s.lock(&d, 3, Duration::ZERO).unwrap(), LockOutcome::Acquired);
+    s.release(&d, 3, None);
+  }
 
   #[test]
   fn a_job_starts_while_every_idle_thread_was_just_handed_a_long_wait() {
@@ -126,18 +113,17 @@ mod tests {
   #[test]
   fn jobs_run_on_reused_threads_and_more_than_the_limit_all_complete() {
     let (tx, rx) = mpsc::channel();
-    for i in 0..(MAX_THREADS * 2) {
+    for i in 0..(MAX_BLOCKING_THREADS * 2) {
       let tx = tx.clone();
       spawn(move || {
         thread::sleep(Duration::from_millis(20));
         tx.send(i).unwrap();
       });
     }
-    let mut got: Vec<usize> = (0..MAX_THREADS * 2)
+    let mut got: Vec<usize> = (0..MAX_BLOCKING_THREADS * 2)
       .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
       .collect();
     got.sort_unstable();
-    assert_eq!(got, (0..MAX_THREADS * 2).collect::<Vec<_>>());
-    assert!(threads() <= MAX_THREADS, "{}", threads());
+    assert_eq!(got, (0..MAX_BLOCKING_THREADS * 2).collect::<Vec<_>>());
   }
 }

@@ -7,7 +7,7 @@
 //! * [`store`]: the store trait and its backends.
 //! * [`file_lock`]: kernel byte-range locks for cross-process calculation locks.
 //! * [`owners`]: who holds calculation locks, and releasing a gone owner's locks everywhere.
-//! * [`blocking`]: the pool of threads that blocking waits run on.
+//! * [`blocking`]: blocking waits off the caller's thread, on the runtime's pool ([`runtime`]).
 //! * [`clock`]: the injectable clock every entry time is judged by.
 
 pub mod blocking;
@@ -17,6 +17,7 @@ pub mod error;
 pub mod file_lock;
 pub mod key;
 pub mod owners;
+pub mod runtime;
 pub mod shard_map;
 pub mod single_flight;
 pub mod store;

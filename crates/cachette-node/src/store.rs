@@ -17,7 +17,7 @@ use cachette_core::key::Keyspace;
 use cachette_core::shard_map::Bounds;
 use cachette_core::store::disk::{DiskStore, Role};
 use cachette_core::store::memory::SharedMemory;
-use cachette_core::store::{Claimed, LockOutcome, ReadOrLock, Store};
+use cachette_core::store::{Claimed, ReadOrLock, Store};
 use cachette_core::{blocking, owners, CoreError};
 
 use crate::handles;
@@ -290,35 +290,22 @@ impl NativeStore {
     self.hot.as_ref()?.failure.lock().take().map(Buffer::from)
   }
 
-  /// Like `lock`, without blocking the JS thread: a lock nobody holds is taken at once; a
-  /// contended one is waited for on the core's pool of waiting threads.
+  /// Like `lock`, without blocking the JS thread (see `blocking::lock`): a lock nobody holds is
+  /// taken at once; a contended one is waited for on the core's pool of waiting threads.
   #[napi(ts_return_type = "Promise<LockResult | Failure>")]
   pub fn lock_async<'env>(&self, env: &'env Env, io: &[u8], owner: u32, timeout_ms: f64) -> Result<Object<'env>, Code> {
     let d = digest_of(io)?;
     let store = self.store()?.clone();
     let (deferred, promise) = env.create_deferred().map_err(napi_failure)?;
-    let (owner, timeout) = (u64::from(owner), Duration::from_millis(timeout_ms.max(0.0) as u64));
-    let closed = self.closed.clone();
-    let releaser = store.clone();
-    let settle = move |mut r: cachette_core::CoreResult<LockOutcome>| {
-      // Taken after close(): nobody of this handle can release it any more, so it goes now.
-      if matches!(r, Ok(LockOutcome::Acquired)) && closed.load(Ordering::SeqCst) {
-        releaser.release(&d, owner, None);
-        r = Err(CoreError::Closed);
-      }
+    let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
+    blocking::lock(store, d, u64::from(owner), timeout, self.closed.clone(), move |r| {
       deferred.resolve(move |_env| {
         Ok(match r {
           Ok(o) => Either::A(lock_result(o)),
           Err(e) => Either::B(failure(e)),
         })
       })
-    };
-    match store.lock(&d, owner, Duration::ZERO) {
-      Ok(LockOutcome::TimedOut) if !timeout.is_zero() => {
-        blocking::spawn(move || settle(store.lock(&d, owner, timeout)))
-      }
-      r => settle(r),
-    }
+    });
     Ok(promise)
   }
 

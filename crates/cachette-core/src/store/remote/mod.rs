@@ -19,25 +19,13 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::runtime::Runtime;
 
 use crate::clock::Clock;
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
 use crate::key::Digest;
 
-/// The runtime every remote store runs on: two worker threads, started on first use.
-pub fn runtime() -> &'static Runtime {
-  static RT: OnceLock<Runtime> = OnceLock::new();
-  RT.get_or_init(|| {
-    tokio::runtime::Builder::new_multi_thread()
-      .worker_threads(1)
-      .thread_name("cachette-io")
-      .enable_all()
-      .build()
-      .expect("cachette: cannot start the I/O runtime")
-  })
-}
+pub use crate::runtime::runtime;
 
 /// The part of a digest remote keys are named by (128 bits; the entry keeps all 256 and is
 /// compared on read).
