@@ -178,17 +178,17 @@ export interface LockResult {
   error?: Buffer
 }
 
-/** Opens the disk cache directory `path` for `namespace`. */
-export declare function openDisk(path: string, namespace: string): NativeStore
+/** Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store). */
+export declare function openDisk(path: string, namespace: Buffer): NativeStore
 
 /**
  * Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
  * key prefix or the SQL table. Nothing is contacted until the first operation.
  */
-export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: string): NativeRemote
+export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: Buffer): NativeRemote
 
 /** Opens the process-wide memory store of `namespace` (shared by all worker threads). */
-export declare function openShared(namespace: string, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore
+export declare function openShared(namespace: Buffer, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore
 
 /**
  * A fresh id for the calling thread's JS environment. When that environment is torn down

@@ -245,8 +245,8 @@ fn acquired(a: Acquired<u32>) -> Acquire {
 /// Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
 /// key prefix or the SQL table. Nothing is contacted until the first operation.
 #[napi]
-pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: String) -> Result<NativeRemote, Code> {
-  let keyspace = Keyspace::new(&namespace);
+pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: Buffer) -> Result<NativeRemote, Code> {
+  let keyspace = Keyspace::new(&*namespace);
   let spec = ServerSpec { urls, cluster, prefix };
   let store = RemoteStore::open_with_clock(&spec, keyspace.id(), clock::process()).map_err(coded)?;
   Ok(NativeRemote {

@@ -26,21 +26,21 @@ use crate::{
   LockResult, WAITED_AT,
 };
 
-/// Opens the disk cache directory `path` for `namespace`.
+/// Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store).
 #[napi]
-pub fn open_disk(path: String, namespace: String) -> Result<NativeStore, Code> {
+pub fn open_disk(path: String, namespace: Buffer) -> Result<NativeStore, Code> {
   let disk = DiskStore::open_with_clock(&PathBuf::from(path), clock::process()).map_err(coded)?;
   Ok(NativeStore::new(disk.clone(), Some(disk), &namespace))
 }
 
 /// Opens the process-wide memory store of `namespace` (shared by all worker threads).
 #[napi]
-pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Option<f64>) -> NativeStore {
+pub fn open_shared(namespace: Buffer, max_entries: Option<f64>, max_bytes: Option<f64>) -> NativeStore {
   let bounds = Bounds {
     max_entries: max_entries.map(|n| n as usize),
     max_bytes: max_bytes.map(|n| n as usize),
   };
-  let store = SharedMemory::open(&namespace, bounds, clock::process());
+  let store = SharedMemory::open(&*namespace, bounds, clock::process());
   NativeStore::new(store, None, &namespace)
 }
 
@@ -166,7 +166,7 @@ pub struct NativeStore {
 }
 
 impl NativeStore {
-  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
+  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &[u8]) -> Self {
     owners::register(&store);
     let keyspace = Keyspace::new(namespace);
     let ns = keyspace.id();
