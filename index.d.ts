@@ -82,12 +82,20 @@ export declare class NativeStore {
   /** Releases the lock without a value; `error` (serialized) reaches the waiting threads. */
   release(io: Uint8Array, owner: number, error?: Uint8Array | undefined | null): void
   /**
-   * Resolves once every write issued before the call is durable (`sync`: on stable storage).
+   * Resolves once every write issued before the call is durable (`sync`: on stable storage),
+   * with a failure if one issued since this handle's previous flush could not be applied.
    * The wait runs on the core's pool of waiting threads.
    */
   flush(sync: boolean): Promise<Failure | null>
-  /** Blocks until every write issued before the call is durable. */
+  /** Blocks until every write issued before the call is durable (as `flush`). */
   flushSync(sync: boolean): void
+  /**
+   * How many of this handle's writes failed after they were queued (a full disk), since it
+   * last said (here or in `storePut`).
+   */
+  takeFailures(): number
+  /** Why the store's last write that could not be applied failed (`null` if none did). */
+  lastWriteError(): string | null
   /** `'owner'` or `'guest'` for a disk store, `'memory'` otherwise. */
   role(): string
   /** Drops this handle; the store closes when its last handle is gone. */

@@ -62,9 +62,12 @@ interface HotPath {
     owner: number,
     timeoutMs: number,
   ): number
-  /** Stores `payload` for the digest in `io`. */
-  storePut(handle: number, io: Buffer, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
-  /** Stores `payload` and releases the lock `owner` holds on the digest in `io`. */
+  /**
+   * Stores `payload` for the digest in `io`. Returns how many of the handle's earlier writes
+   * failed after they were queued (a full disk) since it last said: usually 0.
+   */
+  storePut(handle: number, io: Buffer, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): number
+  /** Stores `payload` and releases the lock `owner` holds on the digest in `io`; returns as `storePut`. */
   storePutAndRelease(
     handle: number,
     io: Buffer,
@@ -73,7 +76,7 @@ interface HotPath {
     expiresMs: number,
     nowMs: number,
     owner: number,
-  ): void
+  ): number
   /** Hashes the encoded arguments `key` into the digest bytes of `io` (a remote namespace's handle). */
   remoteHash(handle: number, key: Uint8Array, io: Buffer): void
   /**
