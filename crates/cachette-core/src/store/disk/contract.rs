@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::ipc::MAX_VALUE;
 use super::layout::{ns_range, seal_shared, store_key};
-use super::{Conn, DiskStore};
+use super::{not_stored, Conn, DiskStore};
 use crate::envelope::{self, Times};
 use crate::error::{CoreError, CoreResult};
 use crate::key::Digest;
@@ -92,7 +92,7 @@ impl Store for DiskStore {
   fn clear(&self, ns: [u8; 8]) -> CoreResult<()> {
     let (from, to) = ns_range(ns);
     let seq = self.inner.enqueue_range(from, to)?;
-    self.inner.wait_applied(seq - 1, seq)
+    self.inner.wait_applied(seq - 1, seq).map_err(not_stored)
   }
 
   fn len(&self, ns: [u8; 8]) -> CoreResult<u64> {

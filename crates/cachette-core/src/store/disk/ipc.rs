@@ -150,10 +150,14 @@ pub fn decode_write(c: &mut Cursor<'_>) -> CoreResult<(Vec<WriteOp>, bool)> {
   Ok((ops, sync))
 }
 
-/// Encodes an error response.
+/// Encodes an error response: the reason of an I/O error (the guest's error says what failed),
+/// the whole message of any other.
 pub fn error_response(e: &CoreError) -> Vec<u8> {
   let mut out = vec![ST_ERROR];
-  out.extend_from_slice(e.to_string().as_bytes());
+  match e {
+    CoreError::Io { reason } => out.extend_from_slice(reason.as_bytes()),
+    e => out.extend_from_slice(e.to_string().as_bytes()),
+  }
   out
 }
 

@@ -125,6 +125,13 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskStore>>> {
   R.get_or_init(Default::default)
 }
 
+/// The error of a wait for writes one of which failed (`reason`: why).
+fn not_stored(reason: String) -> CoreError {
+  CoreError::Io {
+    reason: format!("a write was not stored: {reason}"),
+  }
+}
+
 fn unavailable(path: &Path, reason: impl std::fmt::Display) -> CoreError {
   CoreError::StoreUnavailable {
     path: path.to_owned(),
@@ -265,7 +272,7 @@ impl DiskStore {
     };
     let r = self.inner.wait_applied(from, target);
     flushed.fetch_max(target, Ordering::SeqCst);
-    r
+    r.map_err(not_stored)
   }
 
   /// Applies everything queued and closes the database (or the connection to the owner).

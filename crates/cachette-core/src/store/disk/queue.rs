@@ -249,12 +249,11 @@ impl Inner {
     p
   }
 
-  /// Waits until the jobs up to `to` are done, and fails if one numbered after `from` failed:
-  /// whenever its batch failed, before this wait began or during it.
-  pub(super) fn wait_applied(&self, from: u64, to: u64) -> CoreResult<()> {
-    let p = self.wait_done(to);
-    match p.failures.within(from, to) {
-      Some(reason) => Err(CoreError::io(format!("a queued write was not stored: {reason}"))),
+  /// Waits until the jobs up to `to` are done; fails, with the reason, if one numbered after
+  /// `from` failed, whenever its batch failed (before this wait began or during it).
+  pub(super) fn wait_applied(&self, from: u64, to: u64) -> Result<(), String> {
+    match self.wait_done(to).failures.within(from, to) {
+      Some(reason) => Err(reason.to_owned()),
       None => Ok(()),
     }
   }

@@ -190,6 +190,7 @@ impl Inner {
     };
     // The other jobs queued meanwhile (from `first`) count too: a failure among them may fail
     // this request needlessly, never the reverse.
-    self.wait_applied(first, target)
+    // The reason alone: the guest says which of its writes it was.
+    self.wait_applied(first, target).map_err(CoreError::io)
   }
 }
