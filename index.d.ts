@@ -41,6 +41,11 @@ export declare class NativeRemote {
   /** Entries of the namespace that have not expired. */
   size(id: number): void
   /**
+   * Reads that found an entry failing its integrity check since the last call (0 without an
+   * integrity key, and after `close()`).
+   */
+  takeIntegrityFailures(): number
+  /**
    * Closes this handle: leases still held are released (their callers' commits are refused),
    * and the server's connections close once no namespace uses them.
    */
@@ -96,6 +101,11 @@ export declare class NativeStore {
   takeFailures(): number
   /** Why the store's last write that could not be applied failed (`null` if none did). */
   lastWriteError(): string | null
+  /**
+   * Reads that found an entry failing its integrity check since the last call (0 without an
+   * integrity key).
+   */
+  takeIntegrityFailures(): number
   /** `'owner'` or `'guest'` for a disk store, `'memory'` otherwise. */
   role(): string
   /** Drops this handle; the store closes when its last handle is gone. */
@@ -186,14 +196,18 @@ export interface LockResult {
   error?: Buffer
 }
 
-/** Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store). */
-export declare function openDisk(path: string, namespace: Buffer): NativeStore
+/**
+ * Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store);
+ * with `integrity_key`, this namespace's entries are signed and checked with that secret.
+ */
+export declare function openDisk(path: string, namespace: Buffer, integrityKey?: Uint8Array | undefined | null): NativeStore
 
 /**
  * Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
- * key prefix or the SQL table. Nothing is contacted until the first operation.
+ * key prefix or the SQL table; with `integrity_key`, entries are signed and checked with that
+ * secret. Nothing is contacted until the first operation.
  */
-export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: Buffer): NativeRemote
+export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: Buffer, integrityKey?: Uint8Array | undefined | null): NativeRemote
 
 /** Opens the process-wide memory store of `namespace` (shared by all worker threads). */
 export declare function openShared(namespace: Buffer, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore

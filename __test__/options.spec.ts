@@ -90,6 +90,31 @@ const invalid: [string, unknown, RegExp][] = [
   ['an empty namespace', { namespace: '' }, /^namespace must be a non-empty string/],
   ['an empty path', { backend: 'disk', path: '' }, /^path must be a non-empty string/],
   ["lockTimeout '1 minute'", { lockTimeout: '1 minute' }, /^lockTimeout must be a non-negative number/],
+  [
+    'an integrityKey on the memory backend',
+    { integrityKey: 'k'.repeat(32) },
+    /^integrityKey applies to backends 'disk', 'redis' and 'sql'/,
+  ],
+  [
+    'an integrityKey with shared: true',
+    { shared: true, namespace: 'x', integrityKey: 'k'.repeat(32) },
+    /^integrityKey applies to backends 'disk', 'redis' and 'sql'/,
+  ],
+  [
+    'an integrityKey of 31 bytes',
+    { backend: 'redis', integrityKey: 'k'.repeat(31) },
+    /^integrityKey must be a string or Uint8Array of at least 32 bytes/,
+  ],
+  [
+    'an integrityKey of 31 bytes in a Buffer',
+    { backend: 'disk', path: dir, namespace: 'x', integrityKey: Buffer.alloc(31, 1) },
+    /^integrityKey must be a string or Uint8Array of at least 32 bytes/,
+  ],
+  [
+    'an integrityKey that is a number',
+    { backend: 'sql', url: 'sqlite://x.db', integrityKey: 12345 },
+    /^integrityKey must be a string or Uint8Array of at least 32 bytes/,
+  ],
 ]
 
 for (const [what, options, message] of invalid) {

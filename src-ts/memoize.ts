@@ -149,6 +149,8 @@ export function memoize<F extends AnyFn>(
       }
     },
     stats(): Stats | Promise<Stats> {
+      // Entries that failed their integrity check are read as misses, and counted as errors.
+      stats.errors += methods.integrityFailures?.() ?? 0
       const size = methods.size() as number | Promise<number>
       if (isPromiseLike(size)) return Promise.resolve(size).then((n) => ({ ...stats, size: n }))
       return { ...stats, size }

@@ -105,6 +105,7 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
         return guarded((s) => s.clearLocks(), undefined)
       }),
     trackAge: () => e.store?.trackAge?.(),
+    integrityFailures: () => e.store?.integrityFailures?.() ?? 0,
     flush: () => (e.store === null ? Promise.resolve() : e.store.flush()),
     async close() {
       if (e.closed) return

@@ -28,8 +28,9 @@ export function namespaceBytes(namespace: string): Buffer {
   return Buffer.from(out)
 }
 
-/** Opens the disk cache directory `path` for `namespace`. */
-export const openDisk = (path: string, namespace: string) => binding.openDisk(path, namespaceBytes(namespace))
+/** Opens the disk cache directory `path` for `namespace`; with `integrityKey`, its entries are signed and checked with it. */
+export const openDisk = (path: string, namespace: string, integrityKey?: Buffer) =>
+  binding.openDisk(path, namespaceBytes(namespace), integrityKey)
 /** Stops the native stores' clock at `ms` (a test), or gives it the system's time again (-1). */
 export const setNativeTestTime = binding.setTestTime
 
@@ -182,12 +183,25 @@ export class Remote {
   size() {
     return request<number>((id) => this.n.size(id))
   }
+  /** Reads that found an entry failing its integrity check since the last call. */
+  takeIntegrityFailures(): number {
+    return this.n.takeIntegrityFailures()
+  }
   close(): void {
     this.n.close()
   }
 }
 
-/** Opens `namespace` on the server of `urls` (several: a Redis Cluster); `prefix` is the key prefix or table. */
-export function openRemote(urls: string[], cluster: boolean, prefix: string, namespace: string): Remote {
-  return new Remote(binding.openRemote(urls, cluster, prefix, namespaceBytes(namespace)))
+/**
+ * Opens `namespace` on the server of `urls` (several: a Redis Cluster); `prefix` is the key prefix
+ * or table; with `integrityKey`, entries are signed and checked with it.
+ */
+export function openRemote(
+  urls: string[],
+  cluster: boolean,
+  prefix: string,
+  namespace: string,
+  integrityKey?: Buffer,
+): Remote {
+  return new Remote(binding.openRemote(urls, cluster, prefix, namespaceBytes(namespace), integrityKey))
 }

@@ -114,6 +114,21 @@ export interface MemoizeOptions<A extends unknown[] = unknown[]> {
    * @default 'process'
    */
   durability?: 'process' | 'sync'
+  /**
+   * `disk`, `redis` and `sql`: a secret (a string or bytes, at least 32 bytes) with which every
+   * entry written carries a keyed BLAKE3 MAC over its namespace, key, times and value. An entry
+   * whose MAC is missing or wrong (forged or altered by another writer of the server or
+   * directory who lacks the secret, copied from another key, or written without it) reads as a
+   * miss, is counted in `stats().errors` and is overwritten by the next computed value. It does
+   * not encrypt: values stay readable to whoever can read the store. Every process using a
+   * namespace needs the same secret.
+   * @default none (entries carry only a checksum)
+   * @example
+   * ```ts
+   * memoize(fn, { backend: 'redis', integrityKey: process.env.CACHE_MAC_KEY }) // e.g. crypto.randomBytes(32).toString('base64')
+   * ```
+   */
+  integrityKey?: string | Uint8Array
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
@@ -171,6 +186,8 @@ export interface ResolvedOptions {
   onBackendError: 'fallback' | 'throw'
   shared: boolean
   durability: 'process' | 'sync'
+  /** The `integrityKey` secret as bytes. */
+  integrityKey: Buffer | undefined
 }
 
 const KNOWN = new Set([
@@ -196,7 +213,30 @@ const KNOWN = new Set([
   'table',
   'lease',
   'directReads',
+  'integrityKey',
 ])
+
+/** Bytes an `integrityKey` needs at least (the core refuses shorter ones too). */
+const MIN_INTEGRITY_KEY_BYTES = 32
+
+function resolveIntegrityKey(backend: ResolvedOptions['backend'], shared: boolean, key: unknown): Buffer | undefined {
+  if (key === undefined) return undefined
+  if (backend === 'memory' || shared) {
+    throw new TypeError("integrityKey applies to backends 'disk', 'redis' and 'sql'")
+  }
+  const bytes =
+    typeof key === 'string'
+      ? Buffer.from(key, 'utf8')
+      : key instanceof Uint8Array
+        ? Buffer.from(key.buffer, key.byteOffset, key.byteLength)
+        : undefined
+  if (bytes === undefined || bytes.length < MIN_INTEGRITY_KEY_BYTES) {
+    throw new TypeError(
+      `integrityKey must be a string or Uint8Array of at least ${MIN_INTEGRITY_KEY_BYTES} bytes (a random secret, such as crypto.randomBytes(32))`,
+    )
+  }
+  return Buffer.from(bytes)
+}
 
 const TABLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
 
@@ -341,6 +381,7 @@ export function resolveOptions(fnName: string, opts: MemoizeOptions<never[]>): R
     onBackendError,
     shared,
     durability,
+    integrityKey: resolveIntegrityKey(backend, shared, opts.integrityKey),
   }
 }
 

@@ -102,6 +102,8 @@ export interface Implementation<F extends AnyFn = AnyFn> {
     size(): number
     /** Start recording creation times (a `with({ maxAge })` view exists). */
     trackAge?(): void
+    /** Entries read since the last call that failed their `integrityKey` check. */
+    integrityFailures?(): number
   }
   stats: Omit<Stats, 'size'>
 }

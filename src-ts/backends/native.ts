@@ -262,6 +262,10 @@ export class NativeBackend implements Store<Buffer> {
     if (f) throw fromNative(f)
   }
 
+  integrityFailures(): number {
+    return this.native.takeIntegrityFailures()
+  }
+
   async close(): Promise<void> {
     openStores.delete(this.native)
     this.native.close()
@@ -269,7 +273,8 @@ export class NativeBackend implements Store<Buffer> {
 }
 
 /** Opens the disk directory of `o.path` for `o.namespace`. */
-export const diskStore = (o: ResolvedOptions): NativeBackend => new NativeBackend(openDisk(o.path, o.namespace), o)
+export const diskStore = (o: ResolvedOptions): NativeBackend =>
+  new NativeBackend(openDisk(o.path, o.namespace, o.integrityKey), o)
 
 /** Opens the process-wide memory store of `o.namespace`, shared by every worker thread. */
 export const sharedStore = (o: ResolvedOptions): NativeBackend =>

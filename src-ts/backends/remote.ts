@@ -148,6 +148,10 @@ export class RemoteBackend implements Store<Buffer> {
     return Promise.resolve()
   }
 
+  integrityFailures(): number {
+    return this.remote.takeIntegrityFailures()
+  }
+
   async close(): Promise<void> {
     this.reads?.close()
     this.remote.close()
@@ -161,7 +165,7 @@ export class RemoteBackend implements Store<Buffer> {
 export function remoteStore(o: ResolvedOptions): RemoteBackend {
   let remote: Remote
   try {
-    remote = openRemote(o.urls, o.cluster, o.prefix, o.namespace)
+    remote = openRemote(o.urls, o.cluster, o.prefix, o.namespace, o.integrityKey)
   } catch (e) {
     const err = fromNative(e)
     if (err.code === 'ERR_INVALID_OPTION') throw new TypeError(err.message, { cause: e })

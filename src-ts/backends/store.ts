@@ -144,4 +144,6 @@ export interface Store<K> {
   ): AnyFn | undefined
   /** Start recording creation times (a `with({ maxAge })` view exists): stores that skip them otherwise. */
   trackAge?(): void
+  /** Reads since the last call that found an entry failing its `integrityKey` check (read as misses). */
+  integrityFailures?(): number
 }

@@ -14,6 +14,9 @@
 //! An entry with no expiry adds 32 bytes to its payload, one with both times 48. A read that
 //! fails any check (length, magic, version, flags, digest, checksum) is a miss, never an error
 //! and never another key's value.
+//!
+//! With an `integrityKey`, the payload is the value followed by a keyed MAC over the namespace,
+//! the digest, this header and the value ([`crate::integrity`]); the envelope itself is the same.
 
 use crate::key::{Digest, DIGEST_LEN, STORE_KEY_LEN};
 
@@ -28,6 +31,8 @@ const CHECK_LEN: usize = DIGEST_LEN - STORE_KEY_LEN;
 const MIN_OVERHEAD: usize = 4 + 8 + CHECK_LEN + 4;
 /// "Never" for `stale_at_ms` and `expires_ms`.
 pub const NEVER: u64 = u64::MAX;
+/// The longest header (both times): what [`header_into`] may write.
+pub const MAX_HEADER_LEN: usize = 12 + 16 + CHECK_LEN;
 
 /// Timestamps of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,16 +97,12 @@ pub fn seal(digest: &Digest, times: Times, payload: &[u8]) -> Vec<u8> {
   out
 }
 
-/// Wraps `payload` for storage into `out`, which is [`sealed_len`] bytes long.
+/// Writes the header an entry of `digest` with times `times` starts with (everything before
+/// its payload) into `out`, and returns its length (at most [`MAX_HEADER_LEN`]).
 ///
 /// # Panics
-/// When `out` has another length.
-pub fn seal_into(digest: &Digest, times: Times, payload: &[u8], out: &mut [u8]) {
-  assert_eq!(
-    out.len(),
-    sealed_len(times, payload.len()),
-    "envelope buffer of the wrong length"
-  );
+/// When `out` is shorter than that header.
+pub fn header_into(digest: &Digest, times: Times, out: &mut [u8]) -> usize {
   let flags = times.flags();
   out[..2].copy_from_slice(&MAGIC);
   out[2] = FORMAT_VERSION;
@@ -115,7 +116,20 @@ pub fn seal_into(digest: &Digest, times: Times, payload: &[u8], out: &mut [u8]) 
     }
   }
   out[at..at + CHECK_LEN].copy_from_slice(&digest[STORE_KEY_LEN..]);
-  at += CHECK_LEN;
+  at + CHECK_LEN
+}
+
+/// Wraps `payload` for storage into `out`, which is [`sealed_len`] bytes long.
+///
+/// # Panics
+/// When `out` has another length.
+pub fn seal_into(digest: &Digest, times: Times, payload: &[u8], out: &mut [u8]) {
+  assert_eq!(
+    out.len(),
+    sealed_len(times, payload.len()),
+    "envelope buffer of the wrong length"
+  );
+  let at = header_into(digest, times, out);
   let end = at + payload.len();
   out[at..end].copy_from_slice(payload);
   let crc = crc32fast::hash(&out[..end]);
@@ -242,8 +256,15 @@ mod tests {
       assert_eq!(sealed_len(t, payload.len()), sealed.len());
       let (times, range) = open_range(&D, &sealed).unwrap();
       assert_eq!(times, t);
-      assert_eq!(&sealed[range], payload);
+      assert_eq!(&sealed[range.clone()], payload);
       assert_eq!(peek_times(&sealed), Some(t));
+      let mut header = [0u8; MAX_HEADER_LEN];
+      let n = header_into(&D, t, &mut header);
+      assert_eq!(
+        &header[..n],
+        &sealed[..range.start],
+        "header_into writes the sealed header"
+      );
     }
     let empty = seal(&D, Times::forever(1), b"");
     assert_eq!(open(&D, &empty).map(|(_, p)| p.len()), Some(0));

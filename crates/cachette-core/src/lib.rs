@@ -2,6 +2,7 @@
 //!
 //! * [`key`]: canonical argument encoding and 256-bit digests.
 //! * [`envelope`]: the checked, versioned wrapper of every persisted entry.
+//! * [`integrity`]: keyed MACs on persisted entries (`integrityKey`).
 //! * [`shard_map`]: a sharded LRU map with byte bounds and TTL (`shared: true`).
 //! * [`single_flight`]: in-process single flight with moka's `get_with` contract.
 //! * [`store`]: the store trait and its backends.
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod file_lock;
+pub mod integrity;
 pub mod key;
 pub mod owners;
 pub mod runtime;

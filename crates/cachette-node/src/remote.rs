@@ -17,6 +17,7 @@ use napi_derive::napi;
 use crate::handles;
 use cachette_core::clock;
 use cachette_core::envelope::Freshness;
+use cachette_core::integrity::IntegrityKey;
 use cachette_core::key::Keyspace;
 use cachette_core::store::remote::{runtime, Acquired, DirectRead, HeldLeases, RemoteStore, ServerSpec};
 use cachette_core::{CoreError, CoreResult};
@@ -243,12 +244,22 @@ fn acquired(a: Acquired<u32>) -> Acquire {
 }
 
 /// Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
-/// key prefix or the SQL table. Nothing is contacted until the first operation.
+/// key prefix or the SQL table; with `integrity_key`, entries are signed and checked with that
+/// secret. Nothing is contacted until the first operation.
 #[napi]
-pub fn open_remote(urls: Vec<String>, cluster: bool, prefix: String, namespace: Buffer) -> Result<NativeRemote, Code> {
+pub fn open_remote(
+  urls: Vec<String>,
+  cluster: bool,
+  prefix: String,
+  namespace: Buffer,
+  integrity_key: Option<&[u8]>,
+) -> Result<NativeRemote, Code> {
   let keyspace = Keyspace::new(&*namespace);
   let spec = ServerSpec { urls, cluster, prefix };
-  let store = RemoteStore::open_with_clock(&spec, keyspace.id(), clock::process()).map_err(coded)?;
+  let key = integrity_key.map(IntegrityKey::derive).transpose().map_err(coded)?;
+  let store = RemoteStore::open_with_clock(&spec, keyspace.id(), clock::process())
+    .map_err(coded)?
+    .with_integrity(key);
   Ok(NativeRemote {
     held: Some(Arc::new(HeldLeases::new(store))),
     keyspace,
@@ -395,6 +406,13 @@ impl NativeRemote {
   pub fn size(&self, id: u32) -> Result<(), Code> {
     let h = self.held()?;
     settle(id, async move { h.store().len().await }, |n| Done::Number(n as f64))
+  }
+
+  /// Reads that found an entry failing its integrity check since the last call (0 without an
+  /// integrity key, and after `close()`).
+  #[napi]
+  pub fn take_integrity_failures(&self) -> f64 {
+    self.held.as_ref().map_or(0.0, |h| h.store().take_rejected() as f64)
   }
 
   /// Closes this handle: leases still held are released (their callers' commits are refused),

@@ -13,10 +13,12 @@ use napi_derive::napi;
 use parking_lot::Mutex;
 
 use cachette_core::clock;
+use cachette_core::integrity::IntegrityKey;
 use cachette_core::key::Keyspace;
 use cachette_core::shard_map::Bounds;
 use cachette_core::store::disk::{DiskStore, FailureCursor, Role};
 use cachette_core::store::memory::SharedMemory;
+use cachette_core::store::signed::SignedStore;
 use cachette_core::store::{Claimed, ReadOrLock, Store};
 use cachette_core::{blocking, owners, CoreError, CoreResult};
 
@@ -26,11 +28,21 @@ use crate::{
   LockResult, WAITED_AT,
 };
 
-/// Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store).
+/// Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store);
+/// with `integrity_key`, this namespace's entries are signed and checked with that secret.
 #[napi]
-pub fn open_disk(path: String, namespace: Buffer) -> Result<NativeStore, Code> {
+pub fn open_disk(path: String, namespace: Buffer, integrity_key: Option<&[u8]>) -> Result<NativeStore, Code> {
+  let key = integrity_key.map(IntegrityKey::derive).transpose().map_err(coded)?;
   let disk = DiskStore::open_with_clock(&PathBuf::from(path), clock::process()).map_err(coded)?;
-  Ok(NativeStore::new(disk.clone(), Some(disk), &namespace))
+  Ok(match key {
+    Some(key) => {
+      let signed = Arc::new(SignedStore::new(disk.clone(), key));
+      let mut store = NativeStore::new(signed.clone(), Some(disk), &namespace);
+      store.signed = Some(signed);
+      store
+    }
+    None => NativeStore::new(disk.clone(), Some(disk), &namespace),
+  })
 }
 
 /// Opens the process-wide memory store of `namespace` (shared by all worker threads).
@@ -181,6 +193,8 @@ pub struct NativeStore {
   slot: handles::Slot,
   /// Set by `close()`: a lock a pending `lockAsync` takes afterwards is released at once.
   closed: Arc<AtomicBool>,
+  /// With an integrity key: the signed view `hot` reads through (it counts rejected entries).
+  signed: Option<Arc<SignedStore>>,
 }
 
 impl NativeStore {
@@ -199,6 +213,7 @@ impl NativeStore {
       disk,
       slot: handles::Slot::default(),
       closed: Arc::default(),
+      signed: None,
     }
   }
 
@@ -373,6 +388,13 @@ impl NativeStore {
     Some(d.last_write_error()).filter(|e| !e.is_empty())
   }
 
+  /// Reads that found an entry failing its integrity check since the last call (0 without an
+  /// integrity key).
+  #[napi]
+  pub fn take_integrity_failures(&self) -> f64 {
+    self.signed.as_ref().map_or(0.0, |s| s.take_rejected() as f64)
+  }
+
   /// `'owner'` or `'guest'` for a disk store, `'memory'` otherwise.
   #[napi]
   pub fn role(&self) -> &'static str {
@@ -390,5 +412,6 @@ impl NativeStore {
     self.slot.release(&HOT);
     self.hot = None;
     self.disk = None;
+    self.signed = None;
   }
 }

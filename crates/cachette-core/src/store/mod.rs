@@ -17,6 +17,7 @@ pub mod disk;
 pub mod memory;
 #[cfg(feature = "remote")]
 pub mod remote;
+pub mod signed;
 
 /// An entry read from a store.
 #[derive(Debug, Clone, PartialEq, Eq)]

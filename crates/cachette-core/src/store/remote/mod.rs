@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use crate::clock::Clock;
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
+use crate::integrity::IntegrityKey;
 use crate::key::Digest;
 
 pub use crate::runtime::runtime;
@@ -95,6 +96,8 @@ macro_rules! on_server {
 #[cfg(test)]
 mod clock_tests;
 mod held;
+#[cfg(test)]
+mod integrity_tests;
 mod lease;
 #[cfg(test)]
 mod protocol_tests;
@@ -114,6 +117,10 @@ pub struct RemoteStore {
   server: Arc<Server>,
   ns: [u8; 8],
   clock: Arc<dyn Clock>,
+  /// With an `integrityKey`: entries carry its MAC, and reads reject those without it.
+  integrity: Option<IntegrityKey>,
+  /// Reads that found an entry failing the MAC check (see [`RemoteStore::take_rejected`]).
+  rejected: std::sync::atomic::AtomicU64,
   /// How many `acquire` calls have seen a holder and wait for it: lets a test act only once its
   /// waiters are known to wait, instead of sleeping and hoping.
   #[cfg(test)]
@@ -141,9 +148,51 @@ impl RemoteStore {
       server,
       ns,
       clock,
+      integrity: None,
+      rejected: std::sync::atomic::AtomicU64::new(0),
       #[cfg(test)]
       waiting: std::sync::atomic::AtomicUsize::new(0),
     })
+  }
+
+  /// This store with entries signed and checked with `key` ([`crate::integrity`]): an entry
+  /// whose MAC is missing or wrong reads as a miss, counted by [`RemoteStore::take_rejected`].
+  pub fn with_integrity(mut self, key: Option<IntegrityKey>) -> Self {
+    self.integrity = key;
+    self
+  }
+
+  /// Reads that found an entry whose MAC was missing or wrong since the last call (and resets
+  /// the count).
+  pub fn take_rejected(&self) -> u64 {
+    self.rejected.swap(0, std::sync::atomic::Ordering::Relaxed)
+  }
+
+  /// The range of `bytes[range]`, a payload read for `digest`, that holds the value: all of
+  /// it without an integrity key, the value before a valid MAC with one, else `None` (counted).
+  fn checked(
+    &self,
+    digest: &Digest,
+    times: Times,
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+  ) -> Option<std::ops::Range<usize>> {
+    let Some(key) = &self.integrity else { return Some(range) };
+    match key.verify(self.ns, digest, times, &bytes[range.clone()]) {
+      Some(value) => Some(range.start..range.start + value.len()),
+      None => {
+        self.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
+      }
+    }
+  }
+
+  /// The payload to store for `value` (signed with an integrity key).
+  fn sealed(&self, digest: &Digest, times: Times, value: &[u8]) -> Vec<u8> {
+    match &self.integrity {
+      Some(key) => envelope::seal(digest, times, &key.sign(self.ns, digest, times, value)),
+      None => envelope::seal(digest, times, value),
+    }
   }
 
   fn now(&self) -> u64 {
@@ -157,8 +206,8 @@ impl RemoteStore {
   }
 
   fn open_entry(&self, digest: &Digest, bytes: &[u8]) -> Option<(Times, Vec<u8>)> {
-    let (times, payload) = envelope::open(digest, bytes)?;
-    (times.freshness(self.now()) != Freshness::Expired).then(|| (times, payload.to_vec()))
+    let (times, range) = self.open_read(digest, bytes)?;
+    Some((times, bytes[range].to_vec()))
   }
 
   /// How a client on the caller's own thread can read entries of this namespace (the hit path
@@ -175,7 +224,10 @@ impl RemoteStore {
   /// `bytes`, or `None` when it is expired, foreign or corrupted (a miss, as in [`RemoteStore::get`]).
   pub fn open_read(&self, digest: &Digest, bytes: &[u8]) -> Option<(Times, std::ops::Range<usize>)> {
     let (times, range) = envelope::open_range(digest, bytes)?;
-    (times.freshness(self.now()) != Freshness::Expired).then_some((times, range))
+    if times.freshness(self.now()) == Freshness::Expired {
+      return None;
+    }
+    Some((times, self.checked(digest, times, bytes, range)?))
   }
 
   /// The miss path: returns the entry if there is one (`force`: ignore it), or takes the key's
@@ -243,7 +295,7 @@ impl RemoteStore {
   /// False when the lease was lost (taken over after expiry, or cleared): nothing is written.
   pub async fn commit(&self, lease: Lease, payload: &[u8], times: Times) -> CoreResult<bool> {
     lease.stop_renewing();
-    let env = envelope::seal(&lease.digest, times, payload);
+    let env = self.sealed(&lease.digest, times, payload);
     on_server!(&*self.server, s => s.commit(self.ns, &lease.digest, &lease.token, &env, times.expires_ms, self.now()).await)
   }
 
@@ -256,7 +308,7 @@ impl RemoteStore {
 
   /// Stores an entry without a lease (`set()`, or a caller that gave up waiting).
   pub async fn put(&self, digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
-    let env = envelope::seal(digest, times, payload);
+    let env = self.sealed(digest, times, payload);
     on_server!(&*self.server, s => s.put(self.ns, digest, &env, times.expires_ms, self.now()).await)
   }
 
