@@ -3,6 +3,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { asyncHit } from './async.mjs'
 import { diskHit, diskMiss } from './disk.mjs'
+import { integrityOverhead } from './integrity.mjs'
 import { openStores } from './disk-stores.mjs'
 import { MISS_ROUNDS, ROUNDS, sinkValue } from './harness.mjs'
 import { objectHit, primitiveHit } from './memory.mjs'
@@ -72,6 +73,7 @@ if (want(8) || want(9)) {
   }
 }
 await step(10, pgScenario)
+await step(11, integrityOverhead)
 
 const tail = `${summary(results)}\n\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s (sink ${sinkValue() > 0 ? 'ok' : '?'})`
 console.log(tail)

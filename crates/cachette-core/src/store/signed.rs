@@ -14,14 +14,14 @@ use std::time::Duration;
 use super::{reread_after_lock, Claimed, Entry, LockOutcome, ReadOrLock, Store};
 use crate::envelope::Times;
 use crate::error::CoreResult;
-use crate::integrity::IntegrityKey;
+use crate::integrity::{Checker, IntegrityKey};
 use crate::key::Digest;
 use crate::single_flight::OwnerId;
 
 /// `inner`'s entries, signed and checked with `key`.
 pub struct SignedStore {
   inner: Arc<dyn Store>,
-  key: IntegrityKey,
+  key: Checker,
   rejected: AtomicU64,
 }
 
@@ -29,7 +29,7 @@ impl SignedStore {
   pub fn new(inner: Arc<dyn Store>, key: IntegrityKey) -> Self {
     SignedStore {
       inner,
-      key,
+      key: Checker::new(key),
       rejected: AtomicU64::new(0),
     }
   }

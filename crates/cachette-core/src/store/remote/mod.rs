@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use crate::clock::Clock;
 use crate::envelope::{self, Freshness, Times};
 use crate::error::{CoreError, CoreResult};
-use crate::integrity::IntegrityKey;
+use crate::integrity::{Checker, IntegrityKey};
 use crate::key::Digest;
 
 pub use crate::runtime::runtime;
@@ -118,7 +118,7 @@ pub struct RemoteStore {
   ns: [u8; 8],
   clock: Arc<dyn Clock>,
   /// With an `integrityKey`: entries carry its MAC, and reads reject those without it.
-  integrity: Option<IntegrityKey>,
+  integrity: Option<Checker>,
   /// Reads that found an entry failing the MAC check (see [`RemoteStore::take_rejected`]).
   rejected: std::sync::atomic::AtomicU64,
   /// How many `acquire` calls have seen a holder and wait for it: lets a test act only once its
@@ -158,7 +158,7 @@ impl RemoteStore {
   /// This store with entries signed and checked with `key` ([`crate::integrity`]): an entry
   /// whose MAC is missing or wrong reads as a miss, counted by [`RemoteStore::take_rejected`].
   pub fn with_integrity(mut self, key: Option<IntegrityKey>) -> Self {
-    self.integrity = key;
+    self.integrity = key.map(Checker::new);
     self
   }
 
