@@ -6,6 +6,7 @@ mod claims;
 mod entries;
 mod expiry;
 mod guests;
+mod integrity;
 
 pub(super) fn digest(i: u32) -> Digest {
   Keyspace::new("disk-test").digest_encoded(&i.to_be_bytes())
