@@ -98,10 +98,17 @@ pub const MEMO_BYTES: usize = 4 << 20;
 /// than the MAC costs time).
 const MEMO_ENTRY_MAX: usize = 64 << 10;
 
-/// Entries known good: by digest, the namespace, times and payload (value ‖ tag) verified.
+/// An entry known good: its namespace, times and payload (value ‖ tag).
+struct Known {
+  ns: [u8; 8],
+  times: Times,
+  payload: Box<[u8]>,
+}
+
+/// Entries known good, by digest.
 #[derive(Default)]
 struct Memo {
-  known: HashMap<Digest, ([u8; 8], Times, Box<[u8]>), DigestHashing>,
+  known: HashMap<Digest, Known, DigestHashing>,
   bytes: usize,
 }
 
@@ -129,8 +136,13 @@ impl Checker {
       *m = Memo::default();
     }
     m.bytes += payload.len();
-    if let Some((_, _, old)) = m.known.insert(*digest, (ns, times, payload.into())) {
-      m.bytes -= old.len();
+    let known = Known {
+      ns,
+      times,
+      payload: payload.into(),
+    };
+    if let Some(old) = m.known.insert(*digest, known) {
+      m.bytes -= old.payload.len();
     }
   }
 
@@ -145,7 +157,7 @@ impl Checker {
   pub fn verify<'a>(&self, ns: [u8; 8], digest: &Digest, times: Times, payload: &'a [u8]) -> Option<&'a [u8]> {
     let known = matches!(
       self.memo.lock().known.get(digest),
-      Some((n, t, p)) if *n == ns && *t == times && **p == *payload
+      Some(k) if k.ns == ns && k.times == times && *k.payload == *payload
     );
     if known {
       return Some(&payload[..payload.len() - TAG_LEN]);
