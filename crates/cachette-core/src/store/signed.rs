@@ -21,7 +21,7 @@ use crate::single_flight::OwnerId;
 /// `inner`'s entries, signed and checked with `key`.
 pub struct SignedStore {
   inner: Arc<dyn Store>,
-  key: Checker,
+  checker: Checker,
   rejected: AtomicU64,
 }
 
@@ -29,7 +29,7 @@ impl SignedStore {
   pub fn new(inner: Arc<dyn Store>, key: IntegrityKey) -> Self {
     SignedStore {
       inner,
-      key: Checker::new(key),
+      checker: Checker::new(key),
       rejected: AtomicU64::new(0),
     }
   }
@@ -40,25 +40,24 @@ impl SignedStore {
     self.rejected.swap(0, Ordering::Relaxed)
   }
 
-  /// Reads through `inner`, handing `sink` only a checked value; `(found, checked)`.
-  fn checked(
-    &self,
+  /// A sink for `inner` that hands `sink` only checked values, noting in `ok` whether one was.
+  fn checking<'a>(
+    &'a self,
     ns: [u8; 8],
-    digest: &Digest,
-    sink: &mut dyn FnMut(Times, &[u8]),
-    read: impl FnOnce(&mut dyn FnMut(Times, &[u8])) -> CoreResult<bool>,
-  ) -> CoreResult<(bool, bool)> {
-    let mut ok = false;
-    let found = read(&mut |t, payload| {
-      if let Some(value) = self.key.verify(ns, digest, t, payload) {
-        ok = true;
+    digest: &'a Digest,
+    ok: &'a mut bool,
+    sink: &'a mut dyn FnMut(Times, &[u8]),
+  ) -> impl FnMut(Times, &[u8]) + 'a {
+    move |t, payload| {
+      if let Some(value) = self.checker.verify(ns, digest, t, payload) {
+        *ok = true;
         sink(t, value);
       }
-    })?;
-    if found && !ok {
-      self.rejected.fetch_add(1, Ordering::Relaxed);
     }
-    Ok((found, ok))
+  }
+
+  fn count_rejected(&self) {
+    self.rejected.fetch_add(1, Ordering::Relaxed);
   }
 }
 
@@ -75,14 +74,20 @@ impl Store for SignedStore {
   }
 
   fn read(&self, ns: [u8; 8], digest: &Digest, sink: &mut dyn FnMut(Times, &[u8])) -> CoreResult<bool> {
-    let (_, ok) = self.checked(ns, digest, sink, |s| self.inner.read(ns, digest, s))?;
+    let mut ok = false;
+    let found = self
+      .inner
+      .read(ns, digest, &mut self.checking(ns, digest, &mut ok, sink))?;
+    if found && !ok {
+      self.count_rejected();
+    }
     Ok(ok)
   }
 
   fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
     self
       .inner
-      .put(ns, digest, &self.key.sign(ns, digest, times, payload), times)
+      .put(ns, digest, &self.checker.sign(ns, digest, times, payload), times)
   }
 
   fn delete(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<bool> {
@@ -113,7 +118,7 @@ impl Store for SignedStore {
     times: Times,
     owner: OwnerId,
   ) -> CoreResult<()> {
-    let signed = self.key.sign(ns, digest, times, payload);
+    let signed = self.checker.sign(ns, digest, times, payload);
     self.inner.put_and_release(ns, digest, &signed, times, owner)
   }
 
@@ -148,20 +153,24 @@ impl Store for SignedStore {
     now_ms: u64,
     sink: &mut dyn FnMut(Times, &[u8]),
   ) -> CoreResult<ReadOrLock> {
-    let mut claimed = None;
-    let (found, ok) = self.checked(ns, digest, sink, |s| {
-      let r = self.inner.read_or_lock(ns, digest, owner, timeout, now_ms, s)?;
-      let found = matches!(r, ReadOrLock::Hit | ReadOrLock::Claimed(Claimed::Value));
-      claimed = Some(r);
-      Ok(found)
-    })?;
-    match claimed {
+    let mut ok = false;
+    let r = self.inner.read_or_lock(
+      ns,
+      digest,
+      owner,
+      timeout,
+      now_ms,
+      &mut self.checking(ns, digest, &mut ok, sink),
+    )?;
+    match r {
       // The inner store found an entry that failed its check: it holds no lock, so claim again.
-      Some(ReadOrLock::Hit | ReadOrLock::Claimed(Claimed::Value)) if found && !ok => Ok(ReadOrLock::Claimed(
-        self.lock_and_read(ns, digest, owner, timeout, now_ms, sink)?,
-      )),
-      Some(r) => Ok(r),
-      None => unreachable!("the read ran"),
+      ReadOrLock::Hit | ReadOrLock::Claimed(Claimed::Value) if !ok => {
+        self.count_rejected();
+        Ok(ReadOrLock::Claimed(
+          self.lock_and_read(ns, digest, owner, timeout, now_ms, sink)?,
+        ))
+      }
+      r => Ok(r),
     }
   }
 }
