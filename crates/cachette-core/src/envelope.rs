@@ -287,4 +287,51 @@ mod tests {
     };
     assert_eq!(future.freshness(1_000), Freshness::Stale);
   }
+
+  /// Random and damaged envelopes through every reader of raw bytes (the chaos suite's T16(c)
+  /// drives the same code through the addon with more cases): no panic, payload ranges inside
+  /// the input, and the compaction filter's `peek_times` agreeing with `open` on what it accepts.
+  /// `CACHETTE_FUZZ_CASES` sets the count.
+  #[test]
+  fn random_and_damaged_envelopes_never_panic_nor_point_outside_their_bytes() {
+    let cases: u64 = std::env::var("CACHETTE_FUZZ_CASES")
+      .ok()
+      .and_then(|n| n.parse().ok())
+      .unwrap_or(20_000);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      x
+    };
+    let times = [
+      Times::forever(1),
+      Times {
+        created_ms: 5,
+        stale_at_ms: 10,
+        expires_ms: 20,
+      },
+    ];
+    for i in 0..cases {
+      let len = (next() % 96) as usize;
+      let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+      if i % 2 == 0 {
+        bytes = seal(&D, times[(i / 2 % 2) as usize], &bytes);
+        for _ in 0..1 + next() % 3 {
+          let at = (next() as usize) % bytes.len();
+          bytes[at] ^= 1 << (next() % 8);
+        }
+        if i % 8 == 0 {
+          bytes.truncate((next() as usize) % bytes.len());
+        }
+      } else if i % 4 == 1 && bytes.len() >= 4 {
+        bytes[..4].copy_from_slice(&[0xca, 0xc7, FORMAT_VERSION, (next() % 4) as u8]);
+      }
+      if let Some((t, range)) = open_range(&D, &bytes) {
+        assert!(range.start <= range.end && range.end <= bytes.len(), "case {i}");
+        assert_eq!(peek_times(&bytes), Some(t), "case {i}");
+      }
+    }
+  }
 }
