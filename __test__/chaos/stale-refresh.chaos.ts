@@ -21,7 +21,7 @@ const TTL = 60_000
 const GRACE = 60_000
 const REFRESH_MS = 1000
 /** Stampedes per backend: the p99 reported is the median of theirs, so one pause of a shared machine does not decide it. */
-const ROUNDS = count(3, 10)
+const ROUNDS = count(5, 10)
 
 const chosen = [
   ...backends(dir).filter((b) => ['memory', 'shared memory', 'disk'].includes(b.name)),
@@ -126,23 +126,6 @@ for (const b of chosen) {
         stale === CALLERS * ROUNDS,
       )
       figure(t, 'T19', `${name}: errors thrown to callers`, thrown, '= 0', thrown === 0)
-      const p99 = percentile(p99s, 50)
-      figure(
-        t,
-        'T19',
-        `${name}: stale hit p99 (ms, ${CALLERS} at once; median of ${ROUNDS} stampedes)`,
-        Number(p99.toFixed(3)),
-        `< ${P99_MS} ms`,
-        p99 < P99_MS,
-      )
-      figure(
-        t,
-        'T19',
-        `${name}: stale hit p99 of the slowest stampede (ms)`,
-        Number(Math.max(...p99s).toFixed(3)),
-        'reported',
-        true,
-      )
       figure(t, 'T19', `${name}: background refreshes per stale key`, refreshes / ROUNDS, '= 1', refreshes === ROUNDS)
 
       // The refresh throws: the stale value is still served, until the hard expiry.
@@ -192,6 +175,24 @@ for (const b of chosen) {
         past,
         "= 'error' (the refresh's own)",
         past === 'error',
+      )
+      // Times last: a failed figure ends the test, and the behaviour above matters more.
+      const p99 = percentile(p99s, 50)
+      figure(
+        t,
+        'T19',
+        `${name}: stale hit p99 of the slowest stampede (ms)`,
+        Number(Math.max(...p99s).toFixed(3)),
+        'reported',
+        true,
+      )
+      figure(
+        t,
+        'T19',
+        `${name}: stale hit p99 (ms, ${CALLERS} at once; median of ${ROUNDS} stampedes)`,
+        Number(p99.toFixed(3)),
+        `< ${P99_MS} ms`,
+        p99 < P99_MS,
       )
     },
   )
