@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rocksdb::DB;
-
-use super::directory::quarantine;
 use super::guest::{guest, probe, request};
-use super::options::{db_options, is_info_log_race, is_lock_error};
+use super::heal::{open_healing, Refused};
+use super::options::db_options;
+use super::private::restrict_files;
 use super::server::Server;
-use super::{unavailable, Conn, Inner};
+use super::{Conn, Inner};
 use crate::error::{CoreError, CoreResult};
 
 /// How long `open` (and a guest whose owner vanished) keeps trying to reach or become the owner.
@@ -26,39 +25,33 @@ pub(super) const OWNER_LOCK: i64 = 1 << 62;
 pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
   let dir = &inner.path;
   let deadline = Instant::now() + ELECTION_TIMEOUT;
-  let mut quarantined = false;
   let mut pause = Duration::from_millis(2);
   loop {
     if !inner.locks.try_lock_at(OWNER_LOCK)? {
-      if let Some(conn) = guest(inner) {
+      if let Some(conn) = guest(inner)? {
         return Ok(conn);
       }
     } else {
-      match DB::open(&db_options(inner.clock.clone()), dir) {
+      match open_healing(dir, &db_options(inner.clock.clone())) {
         Ok(db) => {
+          // Files of older versions, or of a file system without default ACLs, are made private.
+          restrict_files(dir);
           let db = Arc::new(db);
           let server = Server::start(inner, db.clone())?;
           return Ok(Conn::Owner { db, server });
         }
         // A previous owner of this process still closing, or a platform whose byte-range
         // locks are per process: whoever holds RocksDB's LOCK serves us.
-        Err(e) if is_lock_error(&e) => {
+        Err(Refused::Locked) => {
           inner.locks.unlock_at(OWNER_LOCK);
-          if let Some(conn) = guest(inner) {
+          if let Some(conn) = guest(inner)? {
             return Ok(conn);
           }
         }
-        Err(e) if is_info_log_race(&e) => inner.locks.unlock_at(OWNER_LOCK),
-        Err(e) if e.to_string().contains("Corruption") && !quarantined => {
-          // A cache is disposable: set the damaged database aside and start empty.
+        Err(Refused::Again) => inner.locks.unlock_at(OWNER_LOCK),
+        Err(Refused::Failed(e)) => {
           inner.locks.unlock_at(OWNER_LOCK);
-          quarantine(dir)?;
-          quarantined = true;
-          continue;
-        }
-        Err(e) => {
-          inner.locks.unlock_at(OWNER_LOCK);
-          return Err(unavailable(dir, e));
+          return Err(e);
         }
       }
     }
@@ -75,10 +68,14 @@ impl Inner {
   pub(super) fn with_conn<T>(self: &Arc<Self>, f: impl Fn(&Conn) -> CoreResult<T>) -> CoreResult<T> {
     {
       let conn = self.conn.read();
-      let c = conn.as_ref().ok_or(CoreError::Closed)?;
-      match f(c) {
-        Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) => {}
-        r => return r,
+      match conn.as_ref() {
+        Some(c) => match f(c) {
+          Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) => {}
+          r => return r,
+        },
+        // Closed, or a repair in place could not open the database again (see `heal`).
+        None if self.queue.is_closed() => return Err(CoreError::Closed),
+        None => {}
       }
     }
     self.reelect()?;
@@ -89,12 +86,11 @@ impl Inner {
   fn reelect(self: &Arc<Self>) -> CoreResult<()> {
     let _one = self.electing.lock();
     // Another thread may have re-elected while this one waited: probe the connection first.
-    if let Some(Conn::Guest { stream }) = &*self.conn.read() {
-      if request(stream, &probe()).is_ok() {
-        return Ok(());
-      }
-    } else {
-      return Ok(());
+    match &*self.conn.read() {
+      Some(Conn::Guest { stream }) if request(stream, &probe()).is_err() => {}
+      Some(_) => return Ok(()),
+      None if self.queue.is_closed() => return Err(CoreError::Closed),
+      None => {}
     }
     let old = self.conn.write().take();
     drop(old);

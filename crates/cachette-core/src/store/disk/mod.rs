@@ -21,11 +21,14 @@ mod contract;
 mod directory;
 mod election;
 mod guest;
+mod heal;
 mod ipc;
 mod layout;
 mod locks;
 mod options;
+mod peer;
 mod present;
+mod private;
 mod queue;
 mod read;
 mod recent;
@@ -50,7 +53,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::file_lock::FileLocks;
 use crate::key::{Digest, DigestHashing};
 use crate::single_flight::SingleFlight;
-use directory::prepare_dir;
+use directory::{prepare_dir, socket_path};
 use election::{elect, OWNER_LOCK};
 use present::Present;
 use queue::{JobQueue, Progress};
@@ -71,6 +74,8 @@ enum Conn {
 
 struct Inner {
   path: PathBuf,
+  /// Where the owner listens (see [`directory::socket_path`]).
+  socket: PathBuf,
   conn: RwLock<Option<Conn>>,
   electing: Mutex<()>,
   progress: Mutex<Progress>,
@@ -94,6 +99,9 @@ struct Inner {
   flights: SingleFlight<Digest, (), DigestHashing>,
   clock: Arc<dyn Clock>,
   write_errors: AtomicU64,
+  /// Damage found in the open database (see [`heal`]), and whether a repair is under way.
+  damage: AtomicU64,
+  healing: AtomicBool,
   /// Entries carry their own checksum, checked on every read: RocksDB's block check is skipped.
   read_options: ReadOptions,
 }
@@ -122,7 +130,9 @@ impl DiskStore {
   ///
   /// # Errors
   /// `StoreUnavailable` when the directory cannot be created or opened (permissions, not a
-  /// directory, a damaged database that cannot be set aside); `StoreLocked` when another
+  /// directory, a damaged database that can be neither repaired nor set aside), or is not
+  /// private to this user (another user's directory or symbolic link, a directory others may
+  /// write in, a socket directory or an owner of another user); `StoreLocked` when another
   /// process owns it and did not answer within ten seconds.
   pub fn open(path: &Path) -> CoreResult<Arc<DiskStore>> {
     Self::open_with_clock(path, crate::clock::system())
@@ -147,8 +157,10 @@ impl DiskStore {
 
   fn start(path: PathBuf, clock: Arc<dyn Clock>) -> CoreResult<DiskStore> {
     let locks = FileLocks::open(&path.join(".locks"))?;
+    let socket = socket_path(&path)?;
     let inner = Arc::new(Inner {
       path,
+      socket,
       conn: RwLock::new(None),
       electing: Mutex::new(()),
       progress: Mutex::new(Progress::default()),
@@ -164,6 +176,8 @@ impl DiskStore {
       flights: SingleFlight::new(),
       clock,
       write_errors: AtomicU64::new(0),
+      damage: AtomicU64::new(0),
+      healing: AtomicBool::new(false),
       read_options: {
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(false);
@@ -200,6 +214,12 @@ impl DiskStore {
   /// Writes that failed since the store was opened (they are dropped: it is a cache).
   pub fn write_errors(&self) -> u64 {
     self.inner.write_errors.load(Ordering::Relaxed)
+  }
+
+  /// Damaged entries and files this process met in the open database since it opened it: each
+  /// read as a miss, and the directory was repaired in place (see the `heal` module).
+  pub fn damage(&self) -> u64 {
+    self.inner.damage.load(Ordering::Relaxed)
   }
 
   /// Applies everything queued and closes the database (or the connection to the owner).

@@ -87,9 +87,12 @@ impl Inner {
         }
         it.next();
       }
-      // A failed scan leaves the filter incomplete: every read keeps asking RocksDB.
-      if it.status().is_ok() {
-        inner.present.complete.store(true, Ordering::Release);
+      // A failed scan leaves the filter incomplete: every read keeps asking RocksDB. One that
+      // met damage also repairs the database (see `heal`).
+      match it.status() {
+        Ok(()) => inner.present.complete.store(true, Ordering::Release),
+        Err(e) if super::heal::is_damage(&e) => inner.damaged(),
+        Err(_) => {}
       }
     });
     // Without a thread the filter stays incomplete, which only costs speed.

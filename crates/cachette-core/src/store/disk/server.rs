@@ -12,9 +12,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rocksdb::DB;
 
-use super::directory::socket_path;
 use super::ipc::{self, Cursor, WriteOp};
 use super::layout::StoreKey;
+use super::peer::foreign_peer;
 use super::queue::Job;
 use super::read::count_local;
 use super::writer::apply_local;
@@ -31,14 +31,14 @@ pub(super) struct Server {
 
 impl Server {
   pub(super) fn start(inner: &Arc<Inner>, db: Arc<DB>) -> CoreResult<Server> {
-    let socket = socket_path(&inner.path);
-    // We hold the LOCK, so any socket file left here belongs to a dead owner.
+    let socket = inner.socket.clone();
+    // We hold the owner lock, so any socket file left here belongs to a dead owner.
     let _ = fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(|e| unavailable(&inner.path, format!("owner socket: {e}")))?;
-    #[cfg(unix)]
     {
       use std::os::unix::fs::PermissionsExt;
-      let _ = fs::set_permissions(&socket, fs::Permissions::from_mode(0o600));
+      fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+        .map_err(|e| unavailable(&inner.path, format!("owner socket: {e}")))?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let peers: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
@@ -62,6 +62,11 @@ impl Server {
             thread::sleep(Duration::from_millis(10));
             continue;
           };
+          // Only processes of this user are served (the socket is 0600, in a private directory).
+          if foreign_peer(&stream).is_some() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            continue;
+          }
           if let Ok(clone) = stream.try_clone() {
             peers2.lock().push(clone);
           }
@@ -120,13 +125,16 @@ fn answer(inner: &Weak<Inner>, db: &DB, body: &[u8]) -> CoreResult<Vec<u8>> {
   match c.u8()? {
     ipc::OP_GET => {
       let key = c.rest();
-      let queued = inner.upgrade().and_then(|i| {
+      let inner = inner.upgrade();
+      let queued = inner.as_ref().and_then(|i| {
         let k: StoreKey = key.try_into().ok()?;
         i.queued_value(&k)
       });
-      let found = match queued {
-        Some(v) => v.map(|v| v.to_vec()),
-        None => db.get(key).map_err(CoreError::io)?,
+      let found = match (queued, &inner) {
+        (Some(v), _) => v.map(|v| v.to_vec()),
+        // A damaged entry is a miss (and heals the directory, see `heal`).
+        (None, Some(i)) => i.read_db(db.get(key))?,
+        (None, None) => db.get(key).map_err(CoreError::io)?,
       };
       Ok(match found {
         Some(v) => {

@@ -86,6 +86,10 @@ impl Inner {
       let mut p = self.progress.lock();
       p.done = p.done.max(max_seq);
       if let Err(e) = applied {
+        // A write RocksDB refused over damage (a compaction met it): repaired in place.
+        if super::heal::is_damage_reason(&e) {
+          self.damaged();
+        }
         p.last_failed = max_seq;
         p.last_error = e.to_string();
         self.write_errors.fetch_add(1, Ordering::Relaxed);

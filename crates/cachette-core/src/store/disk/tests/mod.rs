@@ -3,9 +3,11 @@
 use crate::key::{Digest, Keyspace};
 
 mod claims;
+mod damage;
 mod entries;
 mod expiry;
 mod guests;
+mod private;
 
 pub(super) fn digest(i: u32) -> Digest {
   Keyspace::new("disk-test").digest_encoded(&i.to_be_bytes())
