@@ -88,6 +88,11 @@ export declare class NativeStore {
   flush(sync: boolean): Promise<Failure | null>
   /** Blocks until every write issued before the call is durable. */
   flushSync(sync: boolean): void
+  /**
+   * Damaged entries and files the disk directory met since this process opened it (read as
+   * misses, and repaired); 0 for a memory store or once closed.
+   */
+  damage(): number
   /** `'owner'` or `'guest'` for a disk store, `'memory'` otherwise. */
   role(): string
   /** Drops this handle; the store closes when its last handle is gone. */

@@ -150,8 +150,10 @@ export function memoize<F extends AnyFn>(
     },
     stats(): Stats | Promise<Stats> {
       const size = methods.size() as number | Promise<number>
-      if (isPromiseLike(size)) return Promise.resolve(size).then((n) => ({ ...stats, size: n }))
-      return { ...stats, size }
+      // Damaged disk entries were read as misses: errors the store met without failing a call.
+      const errors = stats.errors + (methods.damaged?.() ?? 0)
+      if (isPromiseLike(size)) return Promise.resolve(size).then((n) => ({ ...stats, errors, size: n }))
+      return { ...stats, errors, size }
     },
   }
   Object.assign(memoized, api)

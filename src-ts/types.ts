@@ -102,6 +102,8 @@ export interface Implementation<F extends AnyFn = AnyFn> {
     size(): number
     /** Start recording creation times (a `with({ maxAge })` view exists). */
     trackAge?(): void
+    /** Damage the store found and read as misses since it opened (counted in `stats().errors`). */
+    damaged?(): number
   }
   stats: Omit<Stats, 'size'>
 }

@@ -339,6 +339,13 @@ impl NativeStore {
     }
   }
 
+  /// Damaged entries and files the disk directory met since this process opened it (read as
+  /// misses, and repaired); 0 for a memory store or once closed.
+  #[napi]
+  pub fn damage(&self) -> f64 {
+    self.disk.as_ref().map_or(0.0, |d| d.damage() as f64)
+  }
+
   /// `'owner'` or `'guest'` for a disk store, `'memory'` otherwise.
   #[napi]
   pub fn role(&self) -> &'static str {
