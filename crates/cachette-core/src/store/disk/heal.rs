@@ -172,8 +172,14 @@ impl Inner {
     };
     drop(db);
     let opts = db_options(self.clock.clone());
-    if DB::repair(&opts, &self.path).is_err() {
-      let _ = quarantine(&self.path);
+    match DB::repair(&opts, &self.path) {
+      Ok(()) => {}
+      // A request that outlived the wait still holds the database: opened again as it is once
+      // that request lets go (the damage heals at a later repair).
+      Err(e) if is_lock_error(&e) => {}
+      Err(_) => {
+        let _ = quarantine(&self.path);
+      }
     }
     // The owner lock is still this process's: this opens the database and listens again. The
     // filter of present keys stays as it was: a repair only drops keys (or brings back deleted

@@ -73,7 +73,8 @@ impl Inner {
     let scan = thread::Builder::new().name("cachette-disk-scan".into()).spawn(move || {
       let mut ro = ReadOptions::default();
       ro.fill_cache(false);
-      ro.set_verify_checksums(false);
+      // Checked, as every read (see `Inner::read_options`): damage found here heals.
+      ro.set_verify_checksums(true);
       let mut it = db.raw_iterator_opt(ro);
       it.seek_to_first();
       let mut n = 0u32;
