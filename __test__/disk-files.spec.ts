@@ -198,6 +198,7 @@ test('a deleted MANIFEST is repaired at the next open, and the entries are hits'
   )
   for (let k = 0; k < 500; k++) t.is(f(k), valueOf(k))
   t.is(computed, 0)
+  t.is(f.stats().errors, 1, 'the repair was not counted')
 })
 
 test("a directory in the place of RocksDB's LOCK is set aside and the cache opens", async (t) => {

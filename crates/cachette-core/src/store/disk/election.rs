@@ -1,6 +1,7 @@
 //! Who owns the directory: only the holder of the owner lock opens RocksDB, every other
 //! process is a guest of it, and a guest whose owner went away elects again before it fails.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,7 +34,10 @@ pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
       }
     } else {
       match open_healing(dir, &db_options(inner.clock.clone())) {
-        Ok(db) => {
+        Ok((db, healed)) => {
+          if healed {
+            inner.damage.fetch_add(1, Ordering::Relaxed);
+          }
           // Files of older versions, or of a file system without default ACLs, are made private.
           restrict_files(dir);
           let db = Arc::new(db);

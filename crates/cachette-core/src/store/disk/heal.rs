@@ -61,10 +61,11 @@ fn lock_is_taken(dir: &Path) -> bool {
   fs::symlink_metadata(dir.join("LOCK")).is_ok_and(|m| !m.is_file())
 }
 
-/// Opens the database in `dir` for the holder of the owner lock, healing damage on the way.
-pub(super) fn open_healing(dir: &Path, opts: &Options) -> Result<DB, Refused> {
+/// Opens the database in `dir` for the holder of the owner lock, healing damage on the way; says
+/// whether it had to (the damage counts as the open database's does).
+pub(super) fn open_healing(dir: &Path, opts: &Options) -> Result<(DB, bool), Refused> {
   let e = match DB::open(opts, dir) {
-    Ok(db) => return Ok(db),
+    Ok(db) => return Ok((db, false)),
     Err(e) => e,
   };
   let failed = |e: rocksdb::Error| Refused::Failed(unavailable(dir, e));
@@ -72,7 +73,7 @@ pub(super) fn open_healing(dir: &Path, opts: &Options) -> Result<DB, Refused> {
   // anything but a file) there would read as a LOCK held for ever.
   if lock_is_taken(dir) {
     set_aside_one(dir, "LOCK").map_err(Refused::Failed)?;
-    return open_healing(dir, opts);
+    return open_healing(dir, opts).map(|(db, _)| (db, true));
   }
   if is_lock_error(&e) {
     return Err(Refused::Locked);
@@ -84,11 +85,11 @@ pub(super) fn open_healing(dir: &Path, opts: &Options) -> Result<DB, Refused> {
     return Err(failed(e));
   }
   match DB::repair(opts, dir).and_then(|()| DB::open(opts, dir)) {
-    Ok(db) => Ok(db),
+    Ok(db) => Ok((db, true)),
     Err(e) if is_lock_error(&e) => Err(Refused::Locked),
     Err(_) => {
       quarantine(dir).map_err(Refused::Failed)?;
-      DB::open(opts, dir).map_err(failed)
+      DB::open(opts, dir).map(|db| (db, true)).map_err(failed)
     }
   }
 }

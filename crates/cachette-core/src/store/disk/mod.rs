@@ -99,7 +99,7 @@ struct Inner {
   flights: SingleFlight<Digest, (), DigestHashing>,
   clock: Arc<dyn Clock>,
   write_errors: AtomicU64,
-  /// Damage found in the open database (see [`heal`]), and whether a repair is under way.
+  /// Damage found in the database, open or opening (see [`heal`]), and whether a repair is under way.
   damage: AtomicU64,
   healing: AtomicBool,
   /// Reads check RocksDB's block checksums: entries carry their own checksum too, but a block
@@ -218,8 +218,9 @@ impl DiskStore {
     self.inner.write_errors.load(Ordering::Relaxed)
   }
 
-  /// Damaged entries and files this process met in the open database since it opened it: each
-  /// read as a miss, and the directory was repaired in place (see the `heal` module).
+  /// Damage this process met in the directory since it opened it: entries read as misses (the
+  /// database was then repaired in place), and databases repaired or set aside when opened
+  /// (see the `heal` module).
   pub fn damage(&self) -> u64 {
     self.inner.damage.load(Ordering::Relaxed)
   }

@@ -190,6 +190,7 @@ fn a_deleted_manifest_is_repaired_when_the_directory_opens() {
   assert_eq!(s.role(), Role::Owner);
   // Rebuilt from the SST files: every entry is there.
   assert_eq!(read_all(&s, 0), (KEYS, 0));
+  assert_eq!(s.damage(), 1, "the repair was not counted");
 }
 
 #[test]

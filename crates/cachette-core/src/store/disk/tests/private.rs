@@ -248,3 +248,40 @@ fn a_guest_refuses_an_owner_socket_of_another_user_and_sends_it_nothing() {
   let _ = child.wait();
   drop(owner);
 }
+
+#[test]
+fn an_owner_serves_no_process_of_another_user() {
+  if !root_only() {
+    return;
+  }
+  let dir = crate::test_dir::TempDir::new();
+  let owner = DiskStore::open(dir.path()).unwrap();
+  let socket = fs::canonicalize(dir.path()).unwrap().join(".owner.sock");
+  // Another user reaches the owner's socket through a link to it (only root could make one).
+  let door = crate::test_dir::TempDir::new();
+  chmod(door.path(), 0o755);
+  fs::hard_link(&socket, door.path().join("s.sock")).unwrap();
+  chmod(&socket, 0o666);
+  let out = std::process::Command::new("python3")
+    .args([
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ntry:\n  \
+       s.sendall(bytes([0,0,0,9,3,0,0,0,0,0,0,0,0]))\n  n=len(s.recv(64))\nexcept OSError:\n  n=0\nprint(n)",
+    ])
+    .arg(door.path().join("s.sock"))
+    .uid(NOBODY)
+    .output();
+  chmod(&socket, 0o600);
+  let Ok(out) = out else {
+    eprintln!("skipped: no python3");
+    return;
+  };
+  // The request is a probe (the size of namespace 0); an answer would be 13 bytes.
+  assert_eq!(
+    String::from_utf8_lossy(&out.stdout).trim(),
+    "0",
+    "{}",
+    String::from_utf8_lossy(&out.stderr)
+  );
+  assert_eq!(owner.role(), Role::Owner);
+}
