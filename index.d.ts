@@ -106,6 +106,11 @@ export declare class NativeStore {
    * integrity key).
    */
   takeIntegrityFailures(): number
+  /**
+   * Damaged entries and files the disk directory met since this process opened it (read as
+   * misses, and repaired); 0 for a memory store.
+   */
+  damage(): number
   /** `'owner'` or `'guest'` for a disk store, `'memory'` otherwise. */
   role(): string
   /** Drops this handle; the store closes when its last handle is gone. */

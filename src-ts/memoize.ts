@@ -152,8 +152,10 @@ export function memoize<F extends AnyFn>(
       // Entries that failed their integrity check are read as misses, and counted as errors.
       stats.errors += methods.integrityFailures?.() ?? 0
       const size = methods.size() as number | Promise<number>
-      if (isPromiseLike(size)) return Promise.resolve(size).then((n) => ({ ...stats, size: n }))
-      return { ...stats, size }
+      // Damaged disk entries were read as misses: errors the store met without failing a call.
+      const errors = stats.errors + (methods.damaged?.() ?? 0)
+      if (isPromiseLike(size)) return Promise.resolve(size).then((n) => ({ ...stats, errors, size: n }))
+      return { ...stats, errors, size }
     },
   }
   Object.assign(memoized, api)

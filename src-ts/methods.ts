@@ -85,6 +85,7 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
   return {
     clearOwn: () => answered(() => guarded((s) => s.clear(), undefined)),
     size: () => answered(() => guarded((s) => s.size(), 0)) as number,
+    damaged: () => e.store?.damaged?.() ?? 0,
     delete: (...args: unknown[]) =>
       answered(() => {
         const s = e.store

@@ -104,6 +104,8 @@ export interface Implementation<F extends AnyFn = AnyFn> {
     trackAge?(): void
     /** Entries read since the last call that failed their `integrityKey` check. */
     integrityFailures?(): number
+    /** Damage the store found and read as misses since it opened (counted in `stats().errors`). */
+    damaged?(): number
   }
   stats: Omit<Stats, 'size'>
 }

@@ -81,6 +81,14 @@ export class NativeBackend implements Store<Buffer> {
   /** Keys kept per nesting depth of sync computations (see `keep`). */
   private readonly slots: Buffer[] = []
   private readonly codec: Codec
+  /**
+   * The directory's damage count when this function last cleared its stats (0: counted since this
+   * process opened the directory, since its first repair may begin before the function's first
+   * call), and this function's share when it closed.
+   */
+  private damageBase = 0
+  private damagedAtClose = 0
+  private closed = false
 
   constructor(
     private readonly native: NativeStore,
@@ -244,12 +252,20 @@ export class NativeBackend implements Store<Buffer> {
 
   clear(): void {
     this.native.clear()
+    // clear() also resets the counters of stats().
+    this.damageBase = this.native.damage()
   }
 
   size(): number {
     const n = this.native.size()
     this.reportFailures(this.native.takeFailures())
     return n
+  }
+
+  /** Damage this process met in the function's directory (0 for `shared: true`). */
+  damaged(): number {
+    if (this.closed) return this.damagedAtClose
+    return this.native.damage() - this.damageBase
   }
 
   clearLocks(): void {
@@ -267,6 +283,8 @@ export class NativeBackend implements Store<Buffer> {
   }
 
   async close(): Promise<void> {
+    this.damagedAtClose = this.damaged()
+    this.closed = true
     openStores.delete(this.native)
     this.native.close()
   }

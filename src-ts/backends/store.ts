@@ -123,6 +123,11 @@ export interface Store<K> {
   clear(): void | Promise<void>
   /** Entries held. */
   size(): number | Promise<number>
+  /**
+   * Damage the store found since it was opened and answered as misses instead of failing (a disk
+   * directory's damaged entries and files, which it repairs); `stats().errors` counts it.
+   */
+  damaged?(): number
   /** Removes the locks the store keeps beyond this thread's claims (leases on the server). */
   clearLocks(): void | Promise<void>
   /**

@@ -395,6 +395,14 @@ impl NativeStore {
     self.signed.as_ref().map_or(0.0, |s| s.take_rejected() as f64)
   }
 
+  /// Damaged entries and files the disk directory met since this process opened it (read as
+  /// misses, and repaired); 0 for a memory store.
+  #[napi]
+  pub fn damage(&self) -> f64 {
+    let disk = self.hot.as_ref().and_then(|h| h.disk.as_ref());
+    disk.map_or(0.0, |(d, _)| d.damage() as f64)
+  }
+
   /// `'owner'` or `'guest'` for a disk store, `'memory'` otherwise.
   #[napi]
   pub fn role(&self) -> &'static str {

@@ -1,68 +1,84 @@
 //! The cache directory's files: the directory and the socket's fallback directory are private
-//! to this user (0700), and a damaged database is set aside, never deleted.
+//! to this user (see [`private`](super::private)), and damaged files are set aside, never deleted.
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use super::private::{check_private, private_dir, resolve, restrict_new_files};
 use super::unavailable;
 use crate::clock::{Clock, SystemClock};
 use crate::error::CoreResult;
 
-/// Creates the directory 0700 (umask-proof) if it does not exist.
+/// The real path of the cache directory `path`, created 0700 (parents included, umask-proof) if
+/// it does not exist, once it is known to be private to this user.
+///
+/// # Errors
+/// `StoreUnavailable` saying what is wrong: a symbolic link of another user on the path, a
+/// directory of another user or one others may write in, or one that cannot be created.
 pub(super) fn prepare_dir(path: &Path) -> CoreResult<PathBuf> {
-  if !path.exists() {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-      use std::os::unix::fs::DirBuilderExt;
-      // Every directory created here, parents included, is private to this user.
-      builder.mode(0o700);
-    }
-    builder
-      .create(path)
+  let mut real = resolve(path).map_err(|e| unavailable(path, e))?;
+  if fs::symlink_metadata(&real).is_err() {
+    fs::DirBuilder::new()
+      .recursive(true)
+      .mode(0o700)
+      .create(&real)
       .map_err(|e| unavailable(path, format!("cannot create the directory: {e}")))?;
-    #[cfg(unix)]
-    {
-      use std::os::unix::fs::PermissionsExt;
-      fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| unavailable(path, e))?;
-    }
+    // Resolved again: another process may have made any part of it meanwhile.
+    real = resolve(path).map_err(|e| unavailable(path, e))?;
   }
-  let real = fs::canonicalize(path).map_err(|e| unavailable(path, e))?;
-  if !real.is_dir() {
-    return Err(unavailable(path, "not a directory"));
-  }
+  check_private(&real).map_err(|e| unavailable(path, e))?;
+  restrict_new_files(&real);
   Ok(real)
 }
 
-pub(super) fn socket_path(dir: &Path) -> PathBuf {
+/// Where the owner of `dir` listens: `.owner.sock` in it, or, when that path is too long for a
+/// Unix socket (about 104 bytes), a socket named by the directory's hash in this user's private
+/// directory under the temporary directory.
+///
+/// # Errors
+/// `StoreUnavailable` when that private directory is not this user's alone.
+pub(super) fn socket_path(dir: &Path) -> CoreResult<PathBuf> {
   let p = dir.join(".owner.sock");
   if p.as_os_str().len() < 100 {
-    return p;
+    return Ok(p);
   }
-  // Unix socket paths are limited to ~104 bytes: use a short per-user directory instead.
   let hash = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
-  let base = std::env::temp_dir().join(format!("cachette-{}", unsafe { libc::getuid() }));
-  let _ = fs::create_dir_all(&base);
-  #[cfg(unix)]
-  {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = fs::set_permissions(&base, fs::Permissions::from_mode(0o700));
-  }
-  base.join(format!("{}.sock", &hash[..24]))
+  let base = private_dir(&std::env::temp_dir()).map_err(|e| {
+    unavailable(
+      dir,
+      format!("its path is too long for the owner's socket to live in it, and {e}"),
+    )
+  })?;
+  Ok(base.join(format!("{}.sock", &hash[..24])))
 }
 
-pub(super) fn quarantine(dir: &Path) -> CoreResult<()> {
-  let stamp = SystemClock.now_ms();
-  let aside = dir.join(format!(".corrupt-{stamp}"));
-  fs::create_dir_all(&aside).map_err(|e| unavailable(dir, e))?;
+/// Moves the files of `dir` that `pick` names into a new `.corrupt-<time>` directory beside them.
+fn set_aside(dir: &Path, pick: impl Fn(&str) -> bool) -> CoreResult<PathBuf> {
+  let aside = dir.join(format!(".corrupt-{}", SystemClock.now_ms()));
+  fs::DirBuilder::new()
+    .recursive(true)
+    .mode(0o700)
+    .create(&aside)
+    .map_err(|e| unavailable(dir, e))?;
   for entry in fs::read_dir(dir).map_err(|e| unavailable(dir, e))?.flatten() {
     let name = entry.file_name();
-    let s = name.to_string_lossy();
-    if s.starts_with(".corrupt-") || s == ".locks" || s == ".owner.sock" {
-      continue;
+    if pick(&name.to_string_lossy()) {
+      fs::rename(entry.path(), aside.join(&name)).map_err(|e| unavailable(dir, format!("cannot set aside: {e}")))?;
     }
-    let _ = fs::rename(entry.path(), aside.join(&name));
   }
-  Ok(())
+  Ok(aside)
+}
+
+/// Sets the whole database aside, so that a fresh one is created in its place.
+pub(super) fn quarantine(dir: &Path) -> CoreResult<()> {
+  set_aside(dir, |name| {
+    !(name.starts_with(".corrupt-") || name == ".locks" || name == ".owner.sock")
+  })
+  .map(drop)
+}
+
+/// Sets aside one file of the database (RocksDB's `LOCK` when something else took its name).
+pub(super) fn set_aside_one(dir: &Path, file: &str) -> CoreResult<()> {
+  set_aside(dir, |name| name == file).map(drop)
 }

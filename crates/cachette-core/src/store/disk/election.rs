@@ -1,17 +1,17 @@
 //! Who owns the directory: only the holder of the owner lock opens RocksDB, every other
 //! process is a guest of it, and a guest whose owner went away elects again before it fails.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rocksdb::DB;
-
-use super::directory::quarantine;
 use super::guest::{guest, probe, request};
-use super::options::{db_options, is_info_log_race, is_lock_error};
+use super::heal::{open_healing, Refused};
+use super::options::db_options;
+use super::private::restrict_files;
 use super::server::Server;
-use super::{unavailable, Conn, Inner};
+use super::{Conn, Inner};
 use crate::error::{CoreError, CoreResult};
 
 /// How long `open` (and a guest whose owner vanished) keeps trying to reach or become the owner.
@@ -26,16 +26,20 @@ pub(super) const OWNER_LOCK: i64 = 1 << 62;
 pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
   let dir = &inner.path;
   let deadline = Instant::now() + ELECTION_TIMEOUT;
-  let mut quarantined = false;
   let mut pause = Duration::from_millis(2);
   loop {
     if !inner.locks.try_lock_at(OWNER_LOCK)? {
-      if let Some(conn) = guest(inner) {
+      if let Some(conn) = guest(inner)? {
         return Ok(conn);
       }
     } else {
-      match DB::open(&db_options(inner.clock.clone()), dir) {
-        Ok(db) => {
+      match open_healing(dir, &db_options(inner.clock.clone())) {
+        Ok((db, healed)) => {
+          if healed {
+            inner.damage.fetch_add(1, Ordering::Relaxed);
+          }
+          // Files of older versions, or of a file system without default ACLs, are made private.
+          restrict_files(dir);
           let server = Server::start(inner)?;
           return Ok(Conn::Owner {
             db: Arc::new(db),
@@ -45,23 +49,16 @@ pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
         }
         // A previous owner of this process still closing, or a platform whose byte-range
         // locks are per process: whoever holds RocksDB's LOCK serves us.
-        Err(e) if is_lock_error(&e) => {
+        Err(Refused::Locked) => {
           inner.locks.unlock_at(OWNER_LOCK);
-          if let Some(conn) = guest(inner) {
+          if let Some(conn) = guest(inner)? {
             return Ok(conn);
           }
         }
-        Err(e) if is_info_log_race(&e) => inner.locks.unlock_at(OWNER_LOCK),
-        Err(e) if e.to_string().contains("Corruption") && !quarantined => {
-          // A cache is disposable: set the damaged database aside and start empty.
+        Err(Refused::Again) => inner.locks.unlock_at(OWNER_LOCK),
+        Err(Refused::Failed(e)) => {
           inner.locks.unlock_at(OWNER_LOCK);
-          quarantine(dir)?;
-          quarantined = true;
-          continue;
-        }
-        Err(e) => {
-          inner.locks.unlock_at(OWNER_LOCK);
-          return Err(unavailable(dir, e));
+          return Err(e);
         }
       }
     }
@@ -84,10 +81,16 @@ impl Inner {
     loop {
       {
         let conn = self.conn.read();
-        let c = conn.as_ref().ok_or(CoreError::Closed)?;
-        match f(c) {
-          Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) && Instant::now() < deadline => {}
-          r => return r,
+        match conn.as_ref() {
+          Some(c) => match f(c) {
+            Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) && Instant::now() < deadline => {
+            }
+            r => return r,
+          },
+          // Closed, or a repair in place could not open the database again (see `heal`).
+          None if self.queue.is_closed() => return Err(CoreError::Closed),
+          None if Instant::now() >= deadline => return Err(CoreError::Closed),
+          None => {}
         }
       }
       // From the second retry on, a pause: a closing owner may still answer the probe of
@@ -101,12 +104,11 @@ impl Inner {
   fn reelect(self: &Arc<Self>) -> CoreResult<()> {
     let _one = self.electing.lock();
     // Another thread may have re-elected while this one waited: probe the connection first.
-    if let Some(Conn::Guest { stream }) = &*self.conn.read() {
-      if request(stream, &probe()).is_ok() {
-        return Ok(());
-      }
-    } else {
-      return Ok(());
+    match &*self.conn.read() {
+      Some(Conn::Guest { stream }) if request(stream, &probe()).is_err() => {}
+      Some(_) => return Ok(()),
+      None if self.queue.is_closed() => return Err(CoreError::Closed),
+      None => {}
     }
     // The old connection stays in place until the new one is there: meanwhile a request on it
     // fails as unavailable and comes here, never finds the store without a connection (which

@@ -8,21 +8,36 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::directory::socket_path;
 use super::ipc;
+use super::peer::foreign_peer;
 use super::{Conn, Inner};
 use crate::error::{CoreError, CoreResult};
 
 /// Joins the owner of `dir`. Returns once the owner has answered a first request: by then it
-/// takes byte-range locks for its own claims too (see [`Inner::share_locks`]).
-pub(super) fn guest(inner: &Inner) -> Option<Conn> {
+/// takes byte-range locks for its own claims too (see [`Inner::share_locks`]). `None` when no
+/// owner answers.
+///
+/// # Errors
+/// `StoreUnavailable` when the socket's listener is another user's process: this one's entries
+/// are never sent to it.
+pub(super) fn guest(inner: &Inner) -> CoreResult<Option<Conn>> {
   inner.shared_locks.store(true, Ordering::SeqCst);
-  let stream = UnixStream::connect(socket_path(&inner.path)).ok()?;
+  let Ok(stream) = UnixStream::connect(&inner.socket) else {
+    return Ok(None);
+  };
+  if let Some(why) = foreign_peer(&stream) {
+    return Err(CoreError::StoreUnavailable {
+      path: inner.path.clone(),
+      reason: format!("refusing the owner's socket {}: {why}", inner.socket.display()),
+    });
+  }
   let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
   let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
   let stream = Mutex::new(stream);
-  request(&stream, &probe()).ok()?;
-  Some(Conn::Guest { stream })
+  if request(&stream, &probe()).is_err() {
+    return Ok(None);
+  }
+  Ok(Some(Conn::Guest { stream }))
 }
 
 /// A request that only checks the owner answers: the size of namespace 0, which no function uses.

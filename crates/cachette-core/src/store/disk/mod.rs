@@ -22,11 +22,14 @@ mod directory;
 mod election;
 mod failures;
 mod guest;
+mod heal;
 mod ipc;
 mod layout;
 mod locks;
 mod options;
+mod peer;
 mod present;
+mod private;
 mod queue;
 mod read;
 mod recent;
@@ -52,7 +55,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::file_lock::FileLocks;
 use crate::key::{Digest, DigestHashing};
 use crate::single_flight::SingleFlight;
-use directory::prepare_dir;
+use directory::{prepare_dir, socket_path};
 use election::{elect, OWNER_LOCK};
 use present::Present;
 use queue::{JobQueue, Progress};
@@ -83,6 +86,8 @@ enum Conn {
 
 struct Inner {
   path: PathBuf,
+  /// Where the owner listens (see [`directory::socket_path`]).
+  socket: PathBuf,
   conn: RwLock<Option<Conn>>,
   electing: Mutex<()>,
   progress: Mutex<Progress>,
@@ -110,7 +115,12 @@ struct Inner {
   /// Every write up to this sequence number was covered by a [`Store::flush`] (see
   /// [`DiskStore::flush_reporting`], which each handle calls with its own cursor).
   flushed: AtomicU64,
-  /// Entries carry their own checksum, checked on every read: RocksDB's block check is skipped.
+  /// Damage found in the database, open or opening (see [`heal`]), and whether a repair is under way.
+  damage: AtomicU64,
+  healing: AtomicBool,
+  /// Reads check RocksDB's block checksums: entries carry their own checksum too, but a block
+  /// read unchecked is parsed as it is, and a damaged one crashed the process (only blocks read
+  /// from the file are checked; blocks in RocksDB's cache were checked when they were read).
   read_options: ReadOptions,
 }
 
@@ -145,7 +155,9 @@ impl DiskStore {
   ///
   /// # Errors
   /// `StoreUnavailable` when the directory cannot be created or opened (permissions, not a
-  /// directory, a damaged database that cannot be set aside); `StoreLocked` when another
+  /// directory, a damaged database that can be neither repaired nor set aside), or is not
+  /// private to this user (another user's directory or symbolic link, a directory others may
+  /// write in, a socket directory or an owner of another user); `StoreLocked` when another
   /// process owns it and did not answer within ten seconds.
   pub fn open(path: &Path) -> CoreResult<Arc<DiskStore>> {
     Self::open_with_clock(path, crate::clock::system())
@@ -170,8 +182,10 @@ impl DiskStore {
 
   fn start(path: PathBuf, clock: Arc<dyn Clock>) -> CoreResult<DiskStore> {
     let locks = FileLocks::open(&path.join(".locks"))?;
+    let socket = socket_path(&path)?;
     let inner = Arc::new(Inner {
       path,
+      socket,
       conn: RwLock::new(None),
       electing: Mutex::new(()),
       progress: Mutex::new(Progress::default()),
@@ -188,9 +202,11 @@ impl DiskStore {
       clock,
       write_errors: AtomicU64::new(0),
       flushed: AtomicU64::new(0),
+      damage: AtomicU64::new(0),
+      healing: AtomicBool::new(false),
       read_options: {
         let mut ro = ReadOptions::default();
-        ro.set_verify_checksums(false);
+        ro.set_verify_checksums(true);
         ro
       },
     });
@@ -273,6 +289,13 @@ impl DiskStore {
     let r = self.inner.wait_applied(from, target);
     flushed.fetch_max(target, Ordering::SeqCst);
     r.map_err(not_stored)
+  }
+
+  /// Damage this process met in the directory since it opened it: entries read as misses (the
+  /// database was then repaired in place), and databases repaired or set aside when opened
+  /// (see the `heal` module).
+  pub fn damage(&self) -> u64 {
+    self.inner.damage.load(Ordering::Relaxed)
   }
 
   /// Applies everything queued and closes the database (or the connection to the owner).

@@ -78,7 +78,8 @@ impl Inner {
     let scan = thread::Builder::new().name("cachette-disk-scan".into()).spawn(move || {
       let mut ro = ReadOptions::default();
       ro.fill_cache(false);
-      ro.set_verify_checksums(false);
+      // Checked, as every read (see `Inner::read_options`): damage found here heals.
+      ro.set_verify_checksums(true);
       let mut it = db.raw_iterator_opt(ro);
       it.seek_to_first();
       let mut n = 0u32;
@@ -92,9 +93,12 @@ impl Inner {
         }
         it.next();
       }
-      // A failed scan leaves the filter incomplete: every read keeps asking RocksDB.
-      if it.status().is_ok() {
-        inner.present.complete.store(true, Ordering::Release);
+      // A failed scan leaves the filter incomplete: every read keeps asking RocksDB. One that
+      // met damage also repairs the database (see `heal`).
+      match it.status() {
+        Ok(()) => inner.present.complete.store(true, Ordering::Release),
+        Err(e) if super::heal::is_damage(&e) => inner.damaged(),
+        Err(_) => {}
       }
     });
     // Without a thread the filter stays incomplete, which only costs speed.

@@ -128,7 +128,7 @@ impl JobQueue {
     }
   }
 
-  fn is_closed(&self) -> bool {
+  pub(super) fn is_closed(&self) -> bool {
     self.state.lock().closed
   }
 }

@@ -21,7 +21,7 @@ impl Inner {
       return Ok(v.map(|v| v.to_vec()));
     }
     self.with_conn(|conn| match conn {
-      Conn::Owner { db, .. } => db.get(key).map_err(CoreError::io),
+      Conn::Owner { db, .. } => self.read_db(db.get(key)),
       Conn::Guest { stream } => {
         let mut body = vec![ipc::OP_GET];
         body.extend_from_slice(key);
@@ -105,10 +105,8 @@ impl DiskStore {
       if let Some(raw) = self.inner.recent.get(&key) {
         return self.accept(key, digest, &raw, sink);
       }
-      return match db
-        .get_pinned_opt(key, &self.inner.read_options)
-        .map_err(CoreError::io)?
-      {
+      // A damaged entry is a miss (and heals the directory, see `heal`).
+      return match self.inner.read_db(db.get_pinned_opt(key, &self.inner.read_options))? {
         Some(raw) => {
           let raw: Arc<[u8]> = Arc::from(&raw[..]);
           let inner = &self.inner;

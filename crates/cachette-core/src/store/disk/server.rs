@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::directory::socket_path;
 use super::ipc::{self, Cursor, WriteOp};
 use super::layout::StoreKey;
+use super::peer::foreign_peer;
 use super::queue::Job;
 use super::read::count_local;
 use super::{unavailable, Conn, Inner};
@@ -31,14 +31,14 @@ pub(super) struct Server {
 
 impl Server {
   pub(super) fn start(inner: &Arc<Inner>) -> CoreResult<Server> {
-    let socket = socket_path(&inner.path);
-    // We hold the LOCK, so any socket file left here belongs to a dead owner.
+    let socket = inner.socket.clone();
+    // We hold the owner lock, so any socket file left here belongs to a dead owner.
     let _ = fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(|e| unavailable(&inner.path, format!("owner socket: {e}")))?;
-    #[cfg(unix)]
     {
       use std::os::unix::fs::PermissionsExt;
-      let _ = fs::set_permissions(&socket, fs::Permissions::from_mode(0o600));
+      fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+        .map_err(|e| unavailable(&inner.path, format!("owner socket: {e}")))?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let peers: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
@@ -61,6 +61,11 @@ impl Server {
             thread::sleep(Duration::from_millis(10));
             continue;
           };
+          // Only processes of this user are served (the socket is 0600, in a private directory).
+          if foreign_peer(&stream).is_some() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            continue;
+          }
           if let Ok(clone) = stream.try_clone() {
             peers2.lock().push(clone);
           }
@@ -115,7 +120,7 @@ fn serve(inner: Weak<Inner>, mut stream: UnixStream) {
 }
 
 impl Inner {
-  fn answer(&self, body: &[u8]) -> Option<Vec<u8>> {
+  fn answer(self: &Arc<Self>, body: &[u8]) -> Option<Vec<u8>> {
     match self.try_answer(body) {
       Ok(r) => Some(r),
       Err(CoreError::Closed) => None,
@@ -123,7 +128,7 @@ impl Inner {
     }
   }
 
-  fn try_answer(&self, body: &[u8]) -> CoreResult<Vec<u8>> {
+  fn try_answer(self: &Arc<Self>, body: &[u8]) -> CoreResult<Vec<u8>> {
     let mut c = Cursor::new(body);
     let op = c.u8()?;
     if op == ipc::OP_WRITE {
@@ -142,7 +147,8 @@ impl Inner {
         let queued = StoreKey::try_from(key).ok().and_then(|k| self.queued_value(&k));
         let found = match queued {
           Some(v) => v.map(|v| v.to_vec()),
-          None => db.get(key).map_err(CoreError::io)?,
+          // A damaged entry is a miss (and heals the directory, see `heal`).
+          None => self.read_db(db.get(key))?,
         };
         Ok(match found {
           Some(v) => {

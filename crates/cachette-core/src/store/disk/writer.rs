@@ -99,6 +99,10 @@ impl Inner {
       let mut p = self.progress.lock();
       p.done = p.done.max(max_seq);
       if let Err(e) = applied {
+        // A write RocksDB refused over damage (a compaction met it): repaired in place.
+        if super::heal::is_damage_reason(&e) {
+          self.damaged();
+        }
         p.failures
           .record(min_seq, max_seq, reason(&e), jobs.iter().filter_map(Job::namespace));
         // After the record: a reader that sees the new count finds the failures in it.

@@ -156,30 +156,6 @@ fn a_corrupted_entry_is_a_miss_and_other_entries_survive() {
 }
 
 #[test]
-fn a_damaged_database_is_set_aside_and_a_fresh_one_opens() {
-  let dir = crate::test_dir::TempDir::new();
-  {
-    let s = DiskStore::open(dir.path()).unwrap();
-    s.put(NS, &digest(1), b"v", Times::forever(1)).unwrap();
-    s.flush(true).unwrap();
-    s.close();
-  }
-  // Damage RocksDB's CURRENT file, as a torn write or a disk error could.
-  fs::write(dir.path().join("CURRENT"), b"\x00garbage").unwrap();
-  let s = DiskStore::open(dir.path()).unwrap();
-  assert_eq!(s.role(), Role::Owner);
-  assert!(s.get(NS, &digest(1)).unwrap().is_none(), "a fresh cache starts empty");
-  s.put(NS, &digest(2), b"w", Times::forever(1)).unwrap();
-  assert_eq!(s.get(NS, &digest(2)).unwrap().unwrap().payload, b"w");
-  let aside = fs::read_dir(dir.path())
-    .unwrap()
-    .flatten()
-    .filter(|e| e.file_name().to_string_lossy().starts_with(".corrupt-"))
-    .count();
-  assert_eq!(aside, 1, "the damaged files were kept aside");
-}
-
-#[test]
 fn an_unwritable_path_is_store_unavailable() {
   let dir = crate::test_dir::TempDir::new();
   let file = dir.path().join("file");
