@@ -174,11 +174,20 @@ impl RedisServer {
   }
 
   async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> CoreResult<T> {
+    self.cmd_or(cmd, None).await
+  }
+
+  /// [`RedisServer::cmd`], answering `on_wrong_type` if the key is of another type than
+  /// cachette gives it (it is someone else's, or damaged: read as absent).
+  async fn cmd_or<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, on_wrong_type: Option<T>) -> CoreResult<T> {
     let r = match self.conn().await? {
       Conn::Single(mut c) => cmd.query_async(&mut c).await,
       Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
     };
-    r.map_err(|e| self.failed(&e))
+    match (r, on_wrong_type) {
+      (Err(e), Some(v)) if e.code() == Some("WRONGTYPE") => Ok(v),
+      (r, _) => r.map_err(|e| self.failed(&e)),
+    }
   }
 
   pub(crate) fn direct_read(&self, ns: [u8; 8]) -> Option<super::DirectRead> {
@@ -189,7 +198,10 @@ impl RedisServer {
   }
 
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
-    self.cmd(redis::cmd("GET").arg(self.names(ns, digest).value)).await
+    // Of another type: a miss, which the next commit overwrites.
+    self
+      .cmd_or(redis::cmd("GET").arg(self.names(ns, digest).value), Some(None))
+      .await
   }
 
   pub(crate) async fn attempt(
@@ -357,7 +369,15 @@ impl RedisServer {
 
   pub(crate) async fn clear_locks(&self, ns: [u8; 8]) -> CoreResult<u64> {
     let b = self.base(ns);
-    let members: Vec<String> = self.cmd(redis::cmd("SMEMBERS").arg(format!("{b}L"))).await?;
+    let members: Option<Vec<String>> = self
+      .cmd_or(redis::cmd("SMEMBERS").arg(format!("{b}L")), Some(None))
+      .await?;
+    let Some(members) = members else {
+      // The lease set is of another type: drop it (the next lease makes it anew).
+      let _: u64 = self.cmd(redis::cmd("DEL").arg(format!("{b}L"))).await?;
+      self.wakeups.wake_all();
+      return Ok(0);
+    };
     let mut n = 0u64;
     for chunk in members.chunks(500) {
       let mut del = redis::cmd("DEL");
@@ -379,12 +399,14 @@ impl RedisServer {
 
   pub(crate) async fn len(&self, ns: [u8; 8], now: u64) -> CoreResult<u64> {
     let b = self.base(ns);
+    // An index of another type counts nothing; the next write makes it anew.
     self
-      .cmd(
+      .cmd_or(
         redis::cmd("ZCOUNT")
           .arg(format!("{b}i"))
           .arg(format!("({now}"))
           .arg("+inf"),
+        Some(0),
       )
       .await
   }
