@@ -1,9 +1,11 @@
 //! The circuit breaker of one server: after [`THRESHOLD`] operations in a row found it unavailable
 //! (refused, broken, or silent past the timeout), it **opens** and every operation fails at once
-//! for a cooldown (1 s, doubled after each failed probe up to 30 s). Then one operation is let
-//! through as a **probe** while the others still fail at once: if it succeeds the breaker closes,
-//! if not it opens again. Any answer of the server (a success, or an error the server itself
-//! returned) counts as a success: only silence and broken connections open it.
+//! for a cooldown. Then one operation is let through as a **probe** while the others still fail at
+//! once: if it succeeds the breaker closes, if not it opens again. The cooldown is 1 s, doubled
+//! after each probe the server left unanswered up to 30 s (each such probe costs its caller the
+//! whole timeout); a probe refused at once keeps it at 1 s, so a restarted server is used again
+//! within a second of its return. Any answer of the server (a success, or an error the server
+//! itself returned) counts as a success: only silence and broken connections open it.
 
 use std::time::{Duration, Instant};
 
@@ -52,17 +54,22 @@ impl Permit<'_> {
     s.cooldown = FIRST_COOLDOWN;
   }
 
-  /// The server was unavailable (`reason`). True when this failure opened the breaker (or opened
-  /// it again after a failed probe): the caller then drops its connections, so the probe makes a
-  /// new one instead of waiting on a socket that may never answer.
-  pub(crate) fn failed(self, reason: &str) -> bool {
-    self.failed_at(reason, Instant::now())
+  /// The server was unavailable (`reason`; `silent`: it left the operation unanswered until the
+  /// timeout). True when this failure opened the breaker (or opened it again after a failed
+  /// probe): the caller then drops its connections, so the probe makes a new one instead of
+  /// waiting on a socket that may never answer.
+  pub(crate) fn failed(self, reason: &str, silent: bool) -> bool {
+    self.failed_at(reason, silent, Instant::now())
   }
 
-  fn failed_at(self, reason: &str, now: Instant) -> bool {
+  fn failed_at(self, reason: &str, silent: bool, now: Instant) -> bool {
     let mut s = self.breaker.state.lock();
     if self.probe {
-      s.cooldown = (s.cooldown * 2).min(MAX_COOLDOWN);
+      s.cooldown = if silent {
+        (s.cooldown * 2).min(MAX_COOLDOWN)
+      } else {
+        FIRST_COOLDOWN
+      };
     } else if s.open.is_some() {
       return false; // let through before the breaker opened; it is open already
     } else {
@@ -153,7 +160,7 @@ mod tests {
   use super::*;
 
   fn fail(b: &Breaker, now: Instant) -> bool {
-    b.admit_at(now).expect("admitted").failed_at("refused", now)
+    b.admit_at(now).expect("admitted").failed_at("silent", true, now)
   }
 
   #[test]
@@ -170,7 +177,7 @@ mod tests {
     let open = b.admit_at(t).err().expect("open: fails at once");
     assert_eq!(
       (open.opening, open.cooldown, open.last.as_str()),
-      (1, FIRST_COOLDOWN, "refused")
+      (1, FIRST_COOLDOWN, "silent")
     );
   }
 
@@ -191,7 +198,20 @@ mod tests {
   }
 
   #[test]
-  fn each_failed_probe_doubles_the_cooldown_up_to_thirty_seconds() {
+  fn a_probe_refused_at_once_opens_the_breaker_again_for_the_first_cooldown() {
+    let (b, t) = (Breaker::default(), Instant::now());
+    for _ in 0..THRESHOLD {
+      fail(&b, t);
+    }
+    let t = t + FIRST_COOLDOWN;
+    assert!(fail(&b, t), "unanswered");
+    let t = t + 2 * FIRST_COOLDOWN;
+    assert!(b.admit_at(t).expect("probe").failed_at("refused", false, t));
+    assert_eq!(b.admit_at(t).err().expect("open").cooldown, FIRST_COOLDOWN);
+  }
+
+  #[test]
+  fn each_unanswered_probe_doubles_the_cooldown_up_to_thirty_seconds() {
     let (b, mut t) = (Breaker::default(), Instant::now());
     for _ in 0..THRESHOLD {
       fail(&b, t);
@@ -227,7 +247,7 @@ mod tests {
     for _ in 0..THRESHOLD {
       fail(&b, t);
     }
-    assert!(!late.failed_at("late", t + FIRST_COOLDOWN / 2));
+    assert!(!late.failed_at("late", true, t + FIRST_COOLDOWN / 2));
     assert!(b.admit_at(t + FIRST_COOLDOWN).is_ok(), "probe on time");
   }
 }

@@ -141,16 +141,19 @@ impl Server {
         open.opening
       ),
     })?;
-    let r = match tokio::time::timeout(limit, op).await {
-      Ok(r) => r,
-      Err(_) => Err(CoreError::ServerUnavailable {
-        server: self.shown().to_owned(),
-        reason: format!("no answer within {} ms (backendTimeout)", limit.as_millis()),
-      }),
+    let (r, silent) = match tokio::time::timeout(limit, op).await {
+      Ok(r) => (r, false),
+      Err(_) => (
+        Err(CoreError::ServerUnavailable {
+          server: self.shown().to_owned(),
+          reason: format!("no answer within {} ms (backendTimeout)", limit.as_millis()),
+        }),
+        true,
+      ),
     };
     match &r {
       Err(CoreError::ServerUnavailable { reason, .. }) => {
-        if permit.failed(reason) {
+        if permit.failed(reason, silent) {
           on_ops!(self, s => s.reconnect());
         }
       }
@@ -240,11 +243,11 @@ impl RemoteStore {
     on_ops!(&*self.server, s => s.direct_read(self.ns))
   }
 
-  /// Counts a failure of the server seen outside the core (a direct read it left unanswered,
-  /// `reason`) as its breaker counts the core's own operations.
+  /// Counts a failure of the server seen outside the core (a direct read it left unanswered for
+  /// the timeout, `reason`) as its breaker counts the core's own operations.
   pub fn report_unavailable(&self, reason: &str) {
     if let Ok(permit) = self.server.breaker.admit() {
-      if permit.failed(reason) {
+      if permit.failed(reason, true) {
         on_ops!(&*self.server, s => s.reconnect());
       }
     }
