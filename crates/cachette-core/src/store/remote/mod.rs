@@ -141,15 +141,21 @@ impl Server {
         open.opening
       ),
     })?;
-    let (r, silent) = match tokio::time::timeout(limit, op).await {
-      Ok(r) => (r, false),
-      Err(_) => (
-        Err(CoreError::ServerUnavailable {
-          server: self.shown().to_owned(),
-          reason: format!("no answer within {} ms (backendTimeout)", limit.as_millis()),
-        }),
-        true,
-      ),
+    let started = Instant::now();
+    let r = tokio::time::timeout(limit, op).await;
+    // Unavailable after the whole timeout (ours, or the client's own when a busy runtime polled
+    // the operation first): the server left it unanswered, whatever the client called it.
+    let silent = match &r {
+      Err(_) => true,
+      Ok(Err(CoreError::ServerUnavailable { .. })) => started.elapsed() >= limit,
+      Ok(_) => false,
+    };
+    let r = match r {
+      Ok(r) if !silent => r,
+      _ => Err(CoreError::ServerUnavailable {
+        server: self.shown().to_owned(),
+        reason: format!("no answer within {} ms (backendTimeout)", limit.as_millis()),
+      }),
     };
     match &r {
       Err(CoreError::ServerUnavailable { reason, .. }) => {
