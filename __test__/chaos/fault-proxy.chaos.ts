@@ -117,7 +117,14 @@ for (const [name, backend, base] of servers) {
         const mine = watch.openings.slice(opened)
         if (FAILING.has(fault)) {
           const n = mine.length > 0 ? mine[0].call : Infinity
-          figure(t, 'T13', `${name}, ${fault}: calls before the breaker opened`, n, '≤ 5', n <= 5)
+          figure(
+            t,
+            'T13',
+            `${name}, ${fault}: calls before the breaker opened`,
+            Number.isFinite(n) ? n : 'never',
+            '≤ 5',
+            n <= 5,
+          )
         }
         if (how.kind === 'slice') {
           // Slow bytes are no failure: every call is a hit, nothing is counted as an error.

@@ -4,11 +4,19 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import Redis from 'ioredis'
-import { Client } from 'pg'
 import { memoize } from '../../src-ts/index'
 import { tempDir, uniqueNamespace } from '../helpers/env'
 import { MYSQL_URL, PG_URL, REDIS_URL, serverAvailable } from '../helpers/servers'
 import { count, figure } from './helpers/figures'
+
+/** What these tests use of pg (a devDependency without types). */
+interface PgClient {
+  connect(): Promise<void>
+  query(sql: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>
+  end(): Promise<void>
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { Client } = require('pg') as { Client: new (o: { connectionString: string }) => PgClient }
 
 /*
  * T16(b): garbage where the Redis and SQL stores read their entries. A memoized function stores
@@ -233,7 +241,7 @@ for (const [name, available, options, open] of stores) {
       } as Parameters<typeof memoize>[1])
       const raw = open()
       t.teardown(async () => {
-        await f.clear().catch(() => undefined)
+        await Promise.resolve(f.clear()).catch(() => undefined)
         await f.close()
         await raw.close()
       })

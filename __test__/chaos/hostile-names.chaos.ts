@@ -2,13 +2,21 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import Redis from 'ioredis'
-import { Client } from 'pg'
 import { memoize } from '../../src-ts/index'
 import type { MemoizeOptions } from '../../src-ts/index'
 import { openRemote } from '../../src-ts/native'
 import { tempDir } from '../helpers/env'
 import { MYSQL_URL, PG_URL, REDIS_URL, serverAvailable } from '../helpers/servers'
 import { figure } from './helpers/figures'
+
+/** What these tests use of pg (a devDependency without types). */
+interface PgClient {
+  connect(): Promise<void>
+  query(sql: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>
+  end(): Promise<void>
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { Client } = require('pg') as { Client: new (o: { connectionString: string }) => PgClient }
 
 /*
  * T25: 100 hostile names — quotes, `;`, `--`, comments, NUL, control and glob characters, Unicode
@@ -110,12 +118,11 @@ const databases: [string, string, () => Db][] = [
       const c = new Client({ connectionString: PG_URL })
       const up = c.connect()
       return {
-        tables: async () => (
-          await up,
-          (await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).rows.map(
-            (r: { tablename: string }) => r.tablename,
-          )
-        ),
+        async tables() {
+          await up
+          const r = await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+          return r.rows.map((row) => String(row.tablename))
+        },
         drop: async (t) => void (await c.query(`DROP TABLE IF EXISTS "${t}", "${t}_locks"`)),
         close: () => c.end(),
       }
