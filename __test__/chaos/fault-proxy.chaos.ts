@@ -42,14 +42,13 @@ const servers: [string, 'redis' | 'sql', string][] = [
   ['MariaDB', 'sql', MYSQL_URL],
 ]
 
-/** The breaker's openings seen in warnings: the call in flight when each came, and its cooldown. */
+/** The breaker's openings seen in warnings: the call in flight when each came, and when. */
 function breakerWatch(namespace: string) {
-  const openings: { call: number; cooldown: number }[] = []
+  const openings: { call: number; at: number }[] = []
   let call = 0
   const on = (w: Error) => {
-    const m = /skipping the server for (\d+) ms/.exec(w.message)
-    if (w.name === 'CachetteWarning' && w.message.includes(namespace) && m) {
-      openings.push({ call, cooldown: Number(m[1]) })
+    if (w.name === 'CachetteWarning' && w.message.includes(namespace) && /circuit breaker opening #/.test(w.message)) {
+      openings.push({ call, at: performance.now() })
     }
   }
   process.on('warning', on)
@@ -59,6 +58,25 @@ function breakerWatch(namespace: string) {
     stop: () => process.off('warning', on),
   }
 }
+
+/**
+ * The breaker's half-open interval at `healed`, by its documented schedule: open at `opened`
+ * for 1 s, then each probe started before the heal fails; one the server left unanswered (a
+ * `silent` fault) doubles the interval, up to 30 s, after its timeout; a refused one keeps 1 s.
+ */
+function intervalAt(opened: number, healed: number, silent: boolean): number {
+  let interval = 1000
+  for (let probe = opened + interval; probe < healed; probe += interval) {
+    if (silent) {
+      probe += TIMEOUT
+      interval = Math.min(2 * interval, 30_000)
+    }
+  }
+  return interval
+}
+
+/** The faults the server leaves unanswered (a probe then costs the timeout). */
+const SILENT = new Set(['blackhole', '+500 ms latency'])
 
 for (const [name, backend, base] of servers) {
   if (!serverAvailable(name, base)) continue
@@ -76,7 +94,10 @@ for (const [name, backend, base] of servers) {
         },
         { backend, url: proxy.url(base), namespace, backendTimeout: TIMEOUT },
       )
-      t.teardown(() => f.close())
+      t.teardown(async () => {
+        await Promise.resolve(f.clear()).catch(() => undefined)
+        await f.close()
+      })
       await f.clear()
       for (let k = 0; k < KEYS; k++) await f(k)
       const watch = breakerWatch(namespace)
@@ -139,12 +160,11 @@ for (const [name, backend, base] of servers) {
             after.errors === before.errors && after.hits - before.hits === times.length,
           )
         }
-        // Healed: the cache serves hits again within two half-open intervals (the cooldown of the
-        // breaker's last opening: a probe in flight at the heal may still have doubled it).
+        // Healed: the cache serves hits again within two half-open intervals of the breaker.
         proxy.heal()
-        const last = () => watch.openings.slice(opened).at(-1)?.cooldown ?? 1000
-        let cooldown = last()
         const healed = performance.now()
+        const lastOpening = watch.openings.slice(opened).at(-1)
+        const cooldown = lastOpening === undefined ? 1000 : intervalAt(lastOpening.at, healed, SILENT.has(fault))
         let resumed = Infinity
         const hits = (await f.stats()).hits
         for (let i = 0; performance.now() - healed < 4 * cooldown + 5000; i++) {
@@ -153,7 +173,6 @@ for (const [name, backend, base] of servers) {
             resumed = performance.now() - healed
             break
           }
-          cooldown = last()
           await sleep(20)
         }
         // Before the next fault, the breaker closes too (hits may come back sooner, on this

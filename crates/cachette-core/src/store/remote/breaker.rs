@@ -20,10 +20,11 @@ pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(30);
 /// Why an operation was not let through: the breaker is open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Open {
-  /// Which opening this is (1 for the first in the process): the fail-fast error names it, so a
-  /// layer that warns once per distinct message warns once per opening.
+  /// Which opening this is (1 for the first of this server in the process; reopening after a
+  /// failed probe is the same one): the fail-fast error names it and nothing else that changes,
+  /// so a layer that warns once per distinct message warns once per opening.
   pub opening: u64,
-  /// How long this opening lasts before a probe.
+  /// How long the breaker stays open before the next probe.
   pub cooldown: Duration,
   /// What the failure that opened it said.
   pub last: String,
@@ -64,21 +65,27 @@ impl Permit<'_> {
 
   fn failed_at(self, reason: &str, silent: bool, now: Instant) -> bool {
     let mut s = self.breaker.state.lock();
+    let s = &mut *s;
     if self.probe {
       s.cooldown = if silent {
         (s.cooldown * 2).min(MAX_COOLDOWN)
       } else {
         FIRST_COOLDOWN
       };
-    } else if s.open.is_some() {
-      return false; // let through before the breaker opened; it is open already
-    } else {
-      s.failures += 1;
-      if s.failures < THRESHOLD {
-        return false;
+      if let Some((until, open)) = &mut s.open {
+        *until = now + s.cooldown;
+        open.cooldown = s.cooldown;
       }
-      s.cooldown = FIRST_COOLDOWN;
+      return true;
     }
+    if s.open.is_some() {
+      return false; // let through before the breaker opened; it is open already
+    }
+    s.failures += 1;
+    if s.failures < THRESHOLD {
+      return false;
+    }
+    s.cooldown = FIRST_COOLDOWN;
     s.openings += 1;
     s.open = Some((
       now + s.cooldown,
@@ -224,7 +231,7 @@ mod tests {
       assert!(fail(&b, t), "a failed probe opens it again");
     }
     assert_eq!(cooldowns, [1, 2, 4, 8, 16, 30, 30, 30]);
-    assert_eq!(b.openings(), 9);
+    assert_eq!(b.openings(), 1, "failed probes reopen the same opening");
   }
 
   #[test]

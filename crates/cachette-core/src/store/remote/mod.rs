@@ -133,11 +133,11 @@ impl Server {
     let permit = self.breaker.admit().map_err(|open| CoreError::ServerUnavailable {
       server: self.shown().to_owned(),
       reason: format!(
-        "{} operations in a row failed (the last: {}); skipping the server for {} ms, then trying \
-         once (circuit breaker opening #{})",
+        "{} operations in a row failed (the last: {}); skipped until it answers again, tried once \
+         after {} ms, then less often while it stays silent (circuit breaker opening #{})",
         breaker::THRESHOLD,
         open.last,
-        open.cooldown.as_millis(),
+        breaker::FIRST_COOLDOWN.as_millis(),
         open.opening
       ),
     })?;
