@@ -81,12 +81,14 @@ interface Socketish {
  */
 abstract class Lane {
   users = 0
-  private pending = 0
   private retryAt = 0
   /** How long the lane stays off after its next unanswered read. */
   private silentRest = RETRY_MS
   /** Bumped by each unanswered read: requests sent before it fail rather than ask the core. */
   private silences = 0
+  /** The reads in flight, oldest first. */
+  private readonly inflight = new Set<InFlight>()
+  private watchdog: ReturnType<typeof setInterval> | null = null
 
   constructor(
     /** The server as errors show it (no password). */
@@ -117,22 +119,17 @@ abstract class Lane {
    */
   protected request<T>(send: () => Promise<T>): Promise<T | undefined> | undefined {
     if (!this.available()) return undefined
-    if (this.pending++ === 0) this.socket()?.ref()
+    if (this.inflight.size === 0) this.socket()?.ref()
     const silences = this.silences
     return new Promise<T | undefined>((resolve, reject) => {
-      let open = true
+      const r: InFlight = { due: performance.now() + this.timeoutMs, fail: () => end() && reject(this.silenceError()) }
       const end = (): boolean => {
-        if (!open) return false
-        open = false
-        clearTimeout(timer)
-        if (--this.pending === 0) this.socket()?.unref()
+        if (!this.inflight.delete(r)) return false
+        if (this.inflight.size === 0) this.socket()?.unref()
         return true
       }
-      const timer = setTimeout(() => {
-        if (!end()) return
-        this.silent()
-        reject(this.silenceError())
-      }, this.timeoutMs)
+      this.inflight.add(r)
+      this.watch()
       send().then(
         (a) => {
           if (!end()) return
@@ -145,6 +142,36 @@ abstract class Lane {
         },
       )
     })
+  }
+
+  /**
+   * Fails the reads unanswered for `timeoutMs`: one timer per lane, ticking every eighth of it
+   * while reads are in flight (a timer per read would cost every hit one), stopped after a tick
+   * with none. A read thus fails between `timeoutMs` and an eighth more.
+   */
+  private watch(): void {
+    if (this.watchdog !== null) return
+    const w = setInterval(
+      () => {
+        if (this.inflight.size === 0) {
+          clearInterval(w)
+          this.watchdog = null
+          return
+        }
+        const t = performance.now()
+        const late: InFlight[] = []
+        for (const r of this.inflight) {
+          if (r.due > t) break
+          late.push(r)
+        }
+        if (late.length === 0) return
+        this.silent()
+        for (const r of late) r.fail()
+      },
+      Math.max(1, this.timeoutMs / 8),
+    )
+    w.unref()
+    this.watchdog = w
   }
 
   /** A read went unanswered: drop the connection and stay off, longer each time in a row. */
@@ -168,8 +195,14 @@ abstract class Lane {
   }
 
   protected idle(): void {
-    if (this.pending === 0) this.socket()?.unref()
+    if (this.inflight.size === 0) this.socket()?.unref()
   }
+}
+
+/** A read of a lane in flight: when it is due, and how it fails then. */
+interface InFlight {
+  due: number
+  fail(): void
 }
 
 /** What a lane uses of ioredis (typed here: the library is an optional peer dependency). */
