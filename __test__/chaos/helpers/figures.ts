@@ -3,8 +3,7 @@ import { dirname, join } from 'node:path'
 import type { ExecutionContext } from 'ava'
 
 /** Where each run's figures go, one JSON line each; `scripts/chaos.mjs` turns them into `bench/results/chaos.md`. */
-export const FIGURES_FILE =
-  process.env.CACHETTE_CHAOS_FIGURES ?? join(__dirname, '..', '..', '..', 'bench', 'results', '.chaos-figures.jsonl')
+export const FIGURES_FILE = process.env.CACHETTE_CHAOS_FIGURES ?? join(__dirname, '..', '..', '..', 'bench', 'results', '.chaos-figures.jsonl')
 
 /** True under `npm run test:soak`: the full counts of `../shared/research/reliability.md` §5. */
 export const SOAK = process.env.CACHETTE_SOAK === '1'
@@ -28,10 +27,7 @@ export function figure(
   console.log(line)
   t.log(line)
   mkdirSync(dirname(FIGURES_FILE), { recursive: true })
-  appendFileSync(
-    FIGURES_FILE,
-    JSON.stringify({ test, name, value, criterion, pass, mode: SOAK ? 'soak' : 'ci' }) + '\n',
-  )
+  appendFileSync(FIGURES_FILE, JSON.stringify({ test, name, value, criterion, pass, mode: SOAK ? 'soak' : 'ci' }) + '\n')
   t.true(pass, `${name} = ${value}, wanted ${criterion}`)
 }
 
