@@ -87,12 +87,20 @@ export declare class NativeStore {
   /** Releases the lock without a value; `error` (serialized) reaches the waiting threads. */
   release(io: Uint8Array, owner: number, error?: Uint8Array | undefined | null): void
   /**
-   * Resolves once every write issued before the call is durable (`sync`: on stable storage).
+   * Resolves once every write issued before the call is durable (`sync`: on stable storage),
+   * with a failure if one issued since this handle's previous flush could not be applied.
    * The wait runs on the core's pool of waiting threads.
    */
   flush(sync: boolean): Promise<Failure | null>
-  /** Blocks until every write issued before the call is durable. */
+  /** Blocks until every write issued before the call is durable (as `flush`). */
   flushSync(sync: boolean): void
+  /**
+   * How many of this handle's writes failed after they were queued (a full disk), since it
+   * last said (here or in `storePut`).
+   */
+  takeFailures(): number
+  /** Why the store's last write that could not be applied failed (`null` if none did). */
+  lastWriteError(): string | null
   /** `'owner'` or `'guest'` for a disk store, `'memory'` otherwise. */
   role(): string
   /** Drops this handle; the store closes when its last handle is gone. */
@@ -183,18 +191,18 @@ export interface LockResult {
   error?: Buffer
 }
 
-/** Opens the disk cache directory `path` for `namespace`. */
-export declare function openDisk(path: string, namespace: string): NativeStore
+/** Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store). */
+export declare function openDisk(path: string, namespace: Buffer): NativeStore
 
 /**
  * Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
  * key prefix or the SQL table; `backend_timeout_ms` bounds each operation on the server.
  * Nothing is contacted until the first operation.
  */
-export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: string, backendTimeoutMs: number): NativeRemote
+export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: Buffer, backendTimeoutMs: number): NativeRemote
 
 /** Opens the process-wide memory store of `namespace` (shared by all worker threads). */
-export declare function openShared(namespace: string, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore
+export declare function openShared(namespace: Buffer, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore
 
 /**
  * A fresh id for the calling thread's JS environment. When that environment is torn down

@@ -1,8 +1,8 @@
 import test from 'ava'
-import { spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
+import { runCycle, WRITER } from './helpers/crash-cycles'
+import type { Cycle, Report } from './helpers/crash-cycles'
 import { tempDir, uniqueNamespace } from './helpers/env'
 import { RAW_LOCK_ERROR, runFixture } from './fixtures/rpc'
 
@@ -12,59 +12,6 @@ import { RAW_LOCK_ERROR, runFixture } from './fixtures/rpc'
  */
 
 const dir = tempDir('crash')
-const WRITER = join(__dirname, 'fixtures', 'crash-writer.ts')
-
-interface Report {
-  phase: 'verified'
-  cycle: number
-  acked: number
-  checked: number
-  violations: string[]
-  undecodable: number
-}
-
-interface Cycle {
-  report?: Report
-  signal: string | null
-  code: number | null
-  stderr: string
-  /** The log ended with values handed to the cache but not yet acknowledged. */
-  killedMidWrite: boolean
-}
-
-const random = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1))
-
-/** Runs one cycle: most are killed 5–200 ms into their writes; every tenth at a random moment of its start-up. */
-function runCycle(path: string, namespace: string, logFile: string, cycle: number): Promise<Cycle> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', WRITER, path, namespace, logFile, String(cycle)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stderr = ''
-    let report: Report | undefined
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-    const kill = () => child.kill('SIGKILL')
-    const duringStartup = cycle % 10 === 9
-    const timers = [
-      // "did not hang": a cycle that never reopens the cache is killed and reported.
-      setTimeout(kill, 20_000),
-      ...(duringStartup ? [setTimeout(kill, random(0, 400))] : []),
-    ]
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const msg = JSON.parse(line) as Report
-      if (msg.phase !== 'verified') return
-      report = msg
-      if (!duringStartup) timers.push(setTimeout(kill, random(5, 200)))
-    })
-    child.once('error', reject)
-    child.once('close', (code, signal) => {
-      for (const t of timers) clearTimeout(t)
-      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').trimEnd() : ''
-      const last = log.slice(log.lastIndexOf('\n') + 1)
-      resolve({ report, code, signal, stderr, killedMidWrite: last.startsWith('pending') })
-    })
-  })
-}
 
 test('a writer killed with SIGKILL at a random moment, 100 cycles: the cache always reopens, 0 acknowledged writes lost, 0 values that were never written', async (t) => {
   const path = join(dir, 'cache')

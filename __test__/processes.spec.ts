@@ -324,3 +324,53 @@ test.serial('a guest that queues more than 256 MiB of writes flushes them instea
   t.true(done, 'the guest hung in flush() (its writer blocked writing to the owner)')
   t.is(out.trim(), JSON.stringify({ err: null, has: true }))
 })
+
+test.serial(
+  'a value larger than 256 MiB is stored by a guest and read back by the guest and by the owner',
+  async (t) => {
+    // One 257 MiB value: written by a guest (a frame larger than 256 MiB to the owner), read by the
+    // owner from RocksDB, and read by the guest through the owner (a larger answer too).
+    const path = join(dir, 'large-value')
+    const ns = uniqueNamespace('large-value')
+    const dist = require.resolve('../dist/index.js')
+    const f = memoize((_i: number): Buffer | null => null, {
+      backend: 'disk',
+      path,
+      namespace: ns,
+      onBackendError: 'throw',
+    })
+    f.has(-1) // this process owns the directory
+    const size = (257 << 20) + 3
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { memoize } = require(${JSON.stringify(dist)})
+       const f = memoize(function v(i) { return null }, { backend: 'disk', path: ${JSON.stringify(path)}, namespace: ${JSON.stringify(ns)}, onBackendError: 'throw' })
+       f.has(-1)
+       const blob = Buffer.alloc(${size})
+       for (let i = 0; i < blob.length; i += 4096) blob[i] = (i >> 12) & 255
+       ;(async () => {
+         let err = null
+         try { f.set([1], blob); await f.flush() } catch (e) { err = e.code + ': ' + e.message }
+         let back = null
+         try { back = f.peek(1) } catch (e) { err = err ?? e.code + ': ' + e.message }
+         process.stdout.write(JSON.stringify({ err, length: back?.length ?? null, same: back ? back.equals(blob) : false }) + '\\n')
+         process.exit(0)
+       })()`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    t.teardown(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+      await f.close()
+    })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    await new Promise((r) => child.once('exit', r))
+    t.deepEqual(JSON.parse(out.trim() || '{}'), { err: null, length: size, same: true })
+    const read = f.peek(1)
+    t.is(read?.length, size)
+    t.true(read !== undefined && read !== null && read[4096 * 300] === 300 % 256 && read[size - 1] === 0)
+  },
+)

@@ -52,6 +52,8 @@ export abstract class Computations<K> {
   /** Locks of sync computations in progress (nested, so a stack; its entries reused). */
   protected readonly heldSync: Held<K>[] = []
   protected heldSyncTop = 0
+  /** A write-behind failure was warned about. */
+  private warnedWrites = false
 
   /** Opens the store; one that cannot be opened is reported, and every call then computes. */
   constructor(
@@ -68,6 +70,20 @@ export abstract class Computations<K> {
       this.backendFailure(e)
     }
     this.sync = this.store?.sync ?? true
+    if (this.store !== null) this.store.onWriteFailures = (n, err) => this.writeBehindFailures(n, err)
+  }
+
+  /**
+   * `n` writes failed after the calls that made them returned (write-behind, e.g. on a full
+   * disk): counted, and warned about once with `'fallback'`; `flush()` rejects for them.
+   */
+  private writeBehindFailures(n: number, err: CachetteError): void {
+    this.stats.errors += n
+    if (this.o.onBackendError === 'throw' || this.warnedWrites) return
+    this.warnedWrites = true
+    warnOnce(
+      `cachette: ${this.o.namespace}: ${err.message} (${err.code}); calls go on, uncached until writes succeed again`,
+    )
   }
 
   /** Reports a store failure: thrown with `onBackendError: 'throw'`, else counted and warned once. */

@@ -1,6 +1,6 @@
 import type { Found, Store } from './backends/store'
 import type { Engine } from './engine'
-import { closedError } from './errors'
+import { closedError, fromNative } from './errors'
 import { entryTimes } from './options'
 import type { Implementation } from './types'
 import { isPromiseLike } from './types'
@@ -112,7 +112,10 @@ export function methodsOf<K>(e: Engine<K>): Implementation['methods'] {
       e.closed = true
       const s = e.store
       try {
-        await s?.flush()
+        // Writes that could not be stored were counted already; only 'throw' rejects for them.
+        await s?.flush().catch((err: unknown) => {
+          if (e.o.onBackendError === 'throw') throw fromNative(err)
+        })
       } finally {
         e.releaseHeld()
         e.store = null

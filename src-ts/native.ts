@@ -7,7 +7,29 @@ const binding = require('../index.js') as typeof import('../index')
 import type { Acquire, Direct, Failure, Found, NativeRemote } from '../index'
 
 export type { NativeStore, LockResult, Failure, Acquire, Found, Direct } from '../index'
-export const openDisk = binding.openDisk
+const LONE_SURROGATE = /\p{Cs}/u
+
+/**
+ * A namespace as the core takes it: its WTF-8 bytes, UTF-8 with each lone surrogate kept as its
+ * own three bytes, so that no two JS strings name one namespace (`'\uD800'` is not `'\uFFFD'`,
+ * which a UTF-8 conversion would make it). A well-formed name gives its plain UTF-8.
+ */
+export function namespaceBytes(namespace: string): Buffer {
+  if (!LONE_SURROGATE.test(namespace)) return Buffer.from(namespace, 'utf8')
+  const out: number[] = []
+  for (let i = 0; i < namespace.length; i++) {
+    const c = namespace.codePointAt(i)!
+    if (c > 0xffff) i++
+    if (c < 0x80) out.push(c)
+    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63))
+    else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63))
+    else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63))
+  }
+  return Buffer.from(out)
+}
+
+/** Opens the disk cache directory `path` for `namespace`. */
+export const openDisk = (path: string, namespace: string) => binding.openDisk(path, namespaceBytes(namespace))
 /** Stops the native stores' clock at `ms` (a test), or gives it the system's time again (-1). */
 export const setNativeTestTime = binding.setTestTime
 
@@ -15,7 +37,9 @@ export const setNativeTestTime = binding.setTestTime
 export function isFailure(x: unknown): x is Failure {
   return x !== null && typeof x === 'object' && 'code' in x
 }
-export const openShared = binding.openShared
+/** Opens the process-wide memory store of `namespace`, shared by every worker thread. */
+export const openShared = (namespace: string, maxEntries?: number, maxBytes?: number) =>
+  binding.openShared(namespaceBytes(namespace), maxEntries, maxBytes)
 /**
  * The hot path of a store, called with its `handle()`: plain Node-API functions (see
  * crates/cachette-node/src/raw.rs), which the generated declarations do not list.
@@ -38,9 +62,12 @@ interface HotPath {
     owner: number,
     timeoutMs: number,
   ): number
-  /** Stores `payload` for the digest in `io`. */
-  storePut(handle: number, io: Buffer, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): void
-  /** Stores `payload` and releases the lock `owner` holds on the digest in `io`. */
+  /**
+   * Stores `payload` for the digest in `io`. Returns how many of the handle's earlier writes
+   * failed after they were queued (a full disk) since it last said: usually 0.
+   */
+  storePut(handle: number, io: Buffer, payload: Uint8Array, staleAtMs: number, expiresMs: number, nowMs: number): number
+  /** Stores `payload` and releases the lock `owner` holds on the digest in `io`; returns as `storePut`. */
   storePutAndRelease(
     handle: number,
     io: Buffer,
@@ -49,7 +76,7 @@ interface HotPath {
     expiresMs: number,
     nowMs: number,
     owner: number,
-  ): void
+  ): number
   /** Hashes the encoded arguments `key` into the digest bytes of `io` (a remote namespace's handle). */
   remoteHash(handle: number, key: Uint8Array, io: Buffer): void
   /**
@@ -175,5 +202,5 @@ export function openRemote(
   namespace: string,
   backendTimeoutMs: number,
 ): Remote {
-  return new Remote(binding.openRemote(urls, cluster, prefix, namespace, backendTimeoutMs))
+  return new Remote(binding.openRemote(urls, cluster, prefix, namespaceBytes(namespace), backendTimeoutMs))
 }

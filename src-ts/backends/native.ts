@@ -1,4 +1,4 @@
-import { unserializableError } from '../errors'
+import { CachetteError, fromNative, unserializableError } from '../errors'
 import { encodeKeyLength, keyBuffer } from '../key'
 import {
   IO_BYTES,
@@ -70,6 +70,7 @@ export class NativeBackend implements Store<Buffer> {
   readonly sync = true
   readonly holdsPending = false
   lastFound: Found | undefined
+  onWriteFailures?: (count: number, error: CachetteError) => void
   /** The store's own key buffer; `key()` leaves the arguments encoded, hashed by the next use. */
   private readonly io = Buffer.alloc(IO_BYTES)
   /** Length of the arguments `key()` encoded into `keyBuffer()` and not hashed yet (0: hashed). */
@@ -219,8 +220,18 @@ export class NativeBackend implements Store<Buffer> {
       if (claim !== undefined) this.native.release(k, OWNER, null)
       return
     }
-    if (claim !== undefined) storePutAndRelease(this.h, k, payload, t.staleAt, t.expires, t.now, OWNER)
-    else storePut(this.h, k, payload, t.staleAt, t.expires, t.now)
+    const failed =
+      claim !== undefined
+        ? storePutAndRelease(this.h, k, payload, t.staleAt, t.expires, t.now, OWNER)
+        : storePut(this.h, k, payload, t.staleAt, t.expires, t.now)
+    if (failed > 0) this.reportFailures(failed)
+  }
+
+  /** Hands the engine `n` writes that failed after they were queued, with the store's reason. */
+  private reportFailures(n: number): void {
+    if (n === 0) return
+    const reason = this.native.lastWriteError() ?? 'unknown reason'
+    this.onWriteFailures?.(n, new CachetteError('ERR_BACKEND_IO', `queued writes were not stored: ${reason}`))
   }
 
   release(k: Buffer, _claim: Claim, error: unknown): void {
@@ -236,7 +247,9 @@ export class NativeBackend implements Store<Buffer> {
   }
 
   size(): number {
-    return this.native.size()
+    const n = this.native.size()
+    this.reportFailures(this.native.takeFailures())
+    return n
   }
 
   clearLocks(): void {
@@ -245,7 +258,8 @@ export class NativeBackend implements Store<Buffer> {
 
   async flush(): Promise<void> {
     const f = (await this.native.flush(this.o.durability === 'sync')) as Failure | null
-    if (f) throw f
+    this.reportFailures(this.native.takeFailures())
+    if (f) throw fromNative(f)
   }
 
   async close(): Promise<void> {

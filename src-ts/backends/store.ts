@@ -21,6 +21,7 @@ export interface Found {
 
 /** How a claim of a key's calculation lock ended: the native binding's codes, defined once in Rust. */
 import type { Counters } from '../computations'
+import type { CachetteError } from '../errors'
 import { ClaimState } from '../native'
 import type { AnyFn } from '../types'
 export { ClaimState }
@@ -124,7 +125,12 @@ export interface Store<K> {
   size(): number | Promise<number>
   /** Removes the locks the store keeps beyond this thread's claims (leases on the server). */
   clearLocks(): void | Promise<void>
-  /** Resolves once every write so far is durable. */
+  /**
+   * Set by the engine: a write-behind store calls it with the number of its writes that failed
+   * after `write()` returned (a full disk), and why. They are counted in `stats().errors`.
+   */
+  onWriteFailures?: (count: number, error: CachetteError) => void
+  /** Resolves once every write so far is durable; rejects if one since the previous flush was not stored. */
   flush(): Promise<void>
   /** Flushes and releases the store; the engine makes later calls throw `ERR_CLOSED`. */
   close(): Promise<void>

@@ -41,7 +41,6 @@ impl std::hash::Hasher for DigestHasher {
 /// A namespace with its derived hashing key, built once per memoized function.
 #[derive(Clone)]
 pub struct Keyspace {
-  name: String,
   key: [u8; 32],
   id: [u8; 8],
 }
@@ -49,21 +48,15 @@ pub struct Keyspace {
 impl Keyspace {
   /// Prepares hashing for `namespace`: the digest of arguments is BLAKE3 keyed by
   /// `derive_key(KEY_CONTEXT, namespace)`, so the namespace is mixed into every digest.
-  pub fn new(namespace: &str) -> Self {
-    let key = blake3::derive_key(KEY_CONTEXT, namespace.as_bytes());
-    let ns_digest = blake3::derive_key("cachette 2026 namespace id v1", namespace.as_bytes());
+  /// `namespace` is the name's WTF-8 bytes (UTF-8, with a lone surrogate as its own three
+  /// bytes), so every JS string names its own namespace: `'\u{D800}'` is not `'\u{FFFD}'`.
+  pub fn new(namespace: impl AsRef<[u8]>) -> Self {
+    let namespace = namespace.as_ref();
+    let key = blake3::derive_key(KEY_CONTEXT, namespace);
+    let ns_digest = blake3::derive_key("cachette 2026 namespace id v1", namespace);
     let mut id = [0u8; 8];
     id.copy_from_slice(&ns_digest[..8]);
-    Keyspace {
-      name: namespace.to_owned(),
-      key,
-      id,
-    }
-  }
-
-  /// The namespace this keyspace hashes for.
-  pub fn name(&self) -> &str {
-    &self.name
+    Keyspace { key, id }
   }
 
   /// An 8-byte identifier of the namespace; stores prefix keys with it so `clear()` is a range delete.
@@ -132,6 +125,21 @@ mod tests {
       Keyspace::new("ab").digest_encoded(b"c"),
       Keyspace::new("a").digest_encoded(b"bc")
     );
+  }
+
+  #[test]
+  fn namespaces_that_differ_only_in_lone_surrogates_are_distinct() {
+    // WTF-8 of '\u{D800}', '\u{DBFF}' and the UTF-8 of '\u{FFFD}' (what a lossy conversion gives).
+    let names: [&[u8]; 3] = [&[0xED, 0xA0, 0x80], &[0xED, 0xAF, 0xBF], "\u{FFFD}".as_bytes()];
+    for (i, a) in names.iter().enumerate() {
+      for b in &names[i + 1..] {
+        assert_ne!(Keyspace::new(a).id(), Keyspace::new(b).id());
+        assert_ne!(
+          Keyspace::new(a).digest_encoded(b"x"),
+          Keyspace::new(b).digest_encoded(b"x")
+        );
+      }
+    }
   }
 
   #[test]

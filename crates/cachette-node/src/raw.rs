@@ -259,8 +259,8 @@ unsafe extern "C" fn store_put(env: sys::napi_env, info: sys::napi_callback_info
     let a = Args::<6>::read(env, info)?;
     let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
     let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
-    crate::store::store_put(a.u32(0)?, slice(io), slice(payload), t, None)?;
-    Ok(None)
+    let failed = crate::store::store_put(a.u32(0)?, slice(io), slice(payload), t, None)?;
+    Ok(Some(failed as f64))
   })
 }
 
@@ -270,8 +270,8 @@ unsafe extern "C" fn store_put_and_release(env: sys::napi_env, info: sys::napi_c
     let a = Args::<7>::read(env, info)?;
     let (io, payload) = (io_checked(a.bytes(1)?)?, a.bytes(2)?);
     let t = (a.f64(3)?, a.f64(4)?, a.f64(5)?);
-    crate::store::store_put(a.u32(0)?, slice(io), slice(payload), t, Some(a.u32(6)?))?;
-    Ok(None)
+    let failed = crate::store::store_put(a.u32(0)?, slice(io), slice(payload), t, Some(a.u32(6)?))?;
+    Ok(Some(failed as f64))
   })
 }
 

@@ -250,10 +250,10 @@ pub fn open_remote(
   urls: Vec<String>,
   cluster: bool,
   prefix: String,
-  namespace: String,
+  namespace: Buffer,
   backend_timeout_ms: f64,
 ) -> Result<NativeRemote, Code> {
-  let keyspace = Keyspace::new(&namespace);
+  let keyspace = Keyspace::new(&*namespace);
   let spec = ServerSpec {
     urls,
     cluster,

@@ -15,10 +15,10 @@ use parking_lot::Mutex;
 use cachette_core::clock;
 use cachette_core::key::Keyspace;
 use cachette_core::shard_map::Bounds;
-use cachette_core::store::disk::{DiskStore, Role};
+use cachette_core::store::disk::{DiskStore, FailureCursor, Role};
 use cachette_core::store::memory::SharedMemory;
 use cachette_core::store::{Claimed, ReadOrLock, Store};
-use cachette_core::{blocking, owners, CoreError};
+use cachette_core::{blocking, owners, CoreError, CoreResult};
 
 use crate::handles;
 use crate::{
@@ -26,21 +26,21 @@ use crate::{
   LockResult, WAITED_AT,
 };
 
-/// Opens the disk cache directory `path` for `namespace`.
+/// Opens the disk cache directory `path` for `namespace` (its WTF-8 bytes, as for every store).
 #[napi]
-pub fn open_disk(path: String, namespace: String) -> Result<NativeStore, Code> {
+pub fn open_disk(path: String, namespace: Buffer) -> Result<NativeStore, Code> {
   let disk = DiskStore::open_with_clock(&PathBuf::from(path), clock::process()).map_err(coded)?;
   Ok(NativeStore::new(disk.clone(), Some(disk), &namespace))
 }
 
 /// Opens the process-wide memory store of `namespace` (shared by all worker threads).
 #[napi]
-pub fn open_shared(namespace: String, max_entries: Option<f64>, max_bytes: Option<f64>) -> NativeStore {
+pub fn open_shared(namespace: Buffer, max_entries: Option<f64>, max_bytes: Option<f64>) -> NativeStore {
   let bounds = Bounds {
     max_entries: max_entries.map(|n| n as usize),
     max_bytes: max_bytes.map(|n| n as usize),
   };
-  let store = SharedMemory::open(&namespace, bounds, clock::process());
+  let store = SharedMemory::open(&*namespace, bounds, clock::process());
   NativeStore::new(store, None, &namespace)
 }
 
@@ -51,6 +51,8 @@ struct Hot {
   ns: [u8; 8],
   /// The serialized error of the last claim that ended in another caller's failure.
   failure: Mutex<Option<Vec<u8>>>,
+  /// A disk store, and what this handle was told of its failed writes.
+  disk: Option<(Arc<DiskStore>, FailureCursor)>,
 }
 
 thread_local! {
@@ -74,6 +76,20 @@ impl Hot {
       .read(self.ns, &d, &mut |t, p| len = copy_found(io, scratch, now, t, p))
       .map_err(coded)?;
     Ok(len)
+  }
+
+  /// This handle's writes that failed (after they were queued) since it last asked.
+  fn new_failures(&self) -> u64 {
+    self.disk.as_ref().map_or(0, |(d, c)| d.take_failures(c))
+  }
+
+  /// Waits until every write issued before is durable (`sync`: on stable storage); fails when
+  /// one issued since this handle's previous flush could not be applied.
+  fn flush(&self, sync: bool) -> CoreResult<()> {
+    match &self.disk {
+      Some((d, c)) => d.flush_reporting(sync, c),
+      None => self.store.flush(sync),
+    }
   }
 
   /// The result code of a claim for JS (see `lockAndRead`); `len` is the length of a value found.
@@ -137,14 +153,15 @@ pub(crate) fn store_read_or_lock(
 }
 
 /// Stores `payload` for the digest in `io` (write-behind on disk); with `owner`, also releases
-/// the lock that owner took.
+/// the lock that owner took. Returns how many of this handle's earlier writes failed after
+/// they were queued (a full disk) since it last said.
 pub(crate) fn store_put(
   handle: u32,
   io: &[u8],
   payload: &[u8],
   (stale_at_ms, expires_ms, now_ms): (f64, f64, f64),
   owner: Option<u32>,
-) -> Result<(), Code> {
+) -> Result<u64, Code> {
   let h = hot(handle)?;
   let d = digest_of(io)?;
   let t = times(stale_at_ms, expires_ms, now_ms);
@@ -152,7 +169,8 @@ pub(crate) fn store_put(
     Some(o) => h.store.put_and_release(h.ns, &d, payload, t, u64::from(o)),
     None => h.store.put(h.ns, &d, payload, t),
   }
-  .map_err(coded)
+  .map_err(coded)?;
+  Ok(h.new_failures())
 }
 
 /// A store opened for one namespace.
@@ -166,7 +184,7 @@ pub struct NativeStore {
 }
 
 impl NativeStore {
-  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &str) -> Self {
+  fn new(store: Arc<dyn Store>, disk: Option<Arc<DiskStore>>, namespace: &[u8]) -> Self {
     owners::register(&store);
     let keyspace = Keyspace::new(namespace);
     let ns = keyspace.id();
@@ -176,6 +194,7 @@ impl NativeStore {
         keyspace,
         ns,
         failure: Mutex::new(None),
+        disk: disk.as_ref().map(|d| (d.clone(), d.failure_cursor(ns))),
       })),
       disk,
       slot: handles::Slot::default(),
@@ -317,26 +336,41 @@ impl NativeStore {
     Ok(())
   }
 
-  /// Resolves once every write issued before the call is durable (`sync`: on stable storage).
+  /// Resolves once every write issued before the call is durable (`sync`: on stable storage),
+  /// with a failure if one issued since this handle's previous flush could not be applied.
   /// The wait runs on the core's pool of waiting threads.
   #[napi(ts_return_type = "Promise<Failure | null>")]
   pub fn flush<'env>(&self, env: &'env Env, sync: bool) -> Result<Object<'env>, Code> {
-    let store = self.hot.as_ref().map(|h| h.store.clone());
+    let hot = self.hot.clone();
     let (deferred, promise) = env.create_deferred().map_err(napi_failure)?;
     blocking::spawn(move || {
-      let r = store.map_or(Ok(()), |s| s.flush(sync));
+      let r = hot.map_or(Ok(()), |h| h.flush(sync));
       deferred.resolve(move |_env| Ok(r.err().map(failure)));
     });
     Ok(promise)
   }
 
-  /// Blocks until every write issued before the call is durable.
+  /// Blocks until every write issued before the call is durable (as `flush`).
   #[napi]
   pub fn flush_sync(&self, sync: bool) -> Result<(), Code> {
     match &self.hot {
-      Some(h) => h.store.flush(sync).map_err(coded),
+      Some(h) => h.flush(sync).map_err(coded),
       None => Ok(()),
     }
+  }
+
+  /// How many of this handle's writes failed after they were queued (a full disk), since it
+  /// last said (here or in `storePut`).
+  #[napi]
+  pub fn take_failures(&self) -> f64 {
+    self.hot.as_ref().map_or(0, |h| h.new_failures()) as f64
+  }
+
+  /// Why the store's last write that could not be applied failed (`null` if none did).
+  #[napi]
+  pub fn last_write_error(&self) -> Option<String> {
+    let (d, _) = self.hot.as_ref()?.disk.as_ref()?;
+    Some(d.last_write_error()).filter(|e| !e.is_empty())
   }
 
   /// `'owner'` or `'guest'` for a disk store, `'memory'` otherwise.

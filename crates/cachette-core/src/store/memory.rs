@@ -24,8 +24,8 @@ pub struct SharedMemory {
 }
 
 /// Every namespace's store, held for the life of the process.
-fn registry() -> &'static Mutex<HashMap<String, Arc<SharedMemory>>> {
-  static R: OnceLock<Mutex<HashMap<String, Arc<SharedMemory>>>> = OnceLock::new();
+fn registry() -> &'static Mutex<HashMap<Vec<u8>, Arc<SharedMemory>>> {
+  static R: OnceLock<Mutex<HashMap<Vec<u8>, Arc<SharedMemory>>>> = OnceLock::new();
   R.get_or_init(Default::default)
 }
 
@@ -33,10 +33,10 @@ impl SharedMemory {
   /// The store of `namespace` in this process, created with `bounds` by its first opener;
   /// later openers share it (their bounds are ignored). It is never dropped: its entries outlive
   /// every handle, as long as their bounds and ttl allow.
-  pub fn open(namespace: &str, bounds: Bounds, clock: Arc<dyn Clock>) -> Arc<SharedMemory> {
+  pub fn open(namespace: impl AsRef<[u8]>, bounds: Bounds, clock: Arc<dyn Clock>) -> Arc<SharedMemory> {
     registry()
       .lock()
-      .entry(namespace.to_owned())
+      .entry(namespace.as_ref().to_vec())
       .or_insert_with(|| {
         Arc::new(SharedMemory {
           map: ShardMap::new(bounds, clock),

@@ -5,14 +5,26 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::ipc::MAX_VALUE;
 use super::layout::{ns_range, seal_shared, store_key};
-use super::queue::Job;
-use super::{Conn, DiskStore};
-use crate::envelope::Times;
-use crate::error::CoreResult;
+use super::{not_stored, Conn, DiskStore};
+use crate::envelope::{self, Times};
+use crate::error::{CoreError, CoreResult};
 use crate::key::Digest;
 use crate::single_flight::OwnerId;
 use crate::store::{claim_local, reread_after_lock, Claimed, Entry, LockOutcome, ReadOrLock, Store};
+
+/// Refuses a value larger than the directory takes, alike in the owner and in its guests.
+fn fits(times: Times, payload: &[u8]) -> CoreResult<()> {
+  let sealed = envelope::sealed_len(times, payload.len());
+  if sealed > MAX_VALUE {
+    return Err(CoreError::io(format!(
+      "a value of {} bytes is larger than a disk cache entry can be ({MAX_VALUE} bytes); it is not stored",
+      payload.len()
+    )));
+  }
+  Ok(())
+}
 
 impl Store for DiskStore {
   fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Entry>> {
@@ -63,8 +75,12 @@ impl Store for DiskStore {
   }
 
   fn put(&self, ns: [u8; 8], digest: &Digest, payload: &[u8], times: Times) -> CoreResult<()> {
+    fits(times, payload)?;
     let sealed = seal_shared(digest, times, payload);
-    self.inner.enqueue_write(store_key(ns, digest), Some(sealed), None)
+    self
+      .inner
+      .enqueue_write(store_key(ns, digest), Some(sealed), None)
+      .map(drop)
   }
 
   fn delete(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<bool> {
@@ -76,21 +92,20 @@ impl Store for DiskStore {
   fn clear(&self, ns: [u8; 8]) -> CoreResult<()> {
     let (from, to) = ns_range(ns);
     let seq = self.inner.enqueue_range(from, to)?;
-    self.inner.wait_done(seq)
+    self.inner.wait_applied(seq - 1, seq).map_err(not_stored)
   }
 
   fn len(&self, ns: [u8; 8]) -> CoreResult<u64> {
-    self.flush(false)?;
+    // Counts what the writes queued so far left, whether they were applied or not: a write
+    // that failed is reported by a flush, not by the count.
+    drop(self.inner.wait_done(self.inner.queue.queued.load(Ordering::SeqCst)));
     self.inner.count(ns)
   }
 
+  /// Fails when a write queued since the previous `flush` of this store could not be applied
+  /// (each handle of the binding has its own such window: [`DiskStore::flush_reporting`]).
   fn flush(&self, sync: bool) -> CoreResult<()> {
-    let seq = if sync {
-      self.inner.send(|seq| Job::Sync { seq })?
-    } else {
-      self.inner.queue.queued.load(Ordering::SeqCst)
-    };
-    self.inner.wait_done(seq)
+    self.flush_from(sync, &self.inner.flushed)
   }
 
   fn lock(&self, digest: &Digest, owner: OwnerId, timeout: Duration) -> CoreResult<LockOutcome> {
@@ -129,12 +144,17 @@ impl Store for DiskStore {
     times: Times,
     owner: OwnerId,
   ) -> CoreResult<()> {
-    let sealed = seal_shared(digest, times, payload);
     // The owner serves its queued writes to the other processes, so they may take the lock at
     // once; a guest's write must reach the owner first, so the writer releases its lock after.
     let owner_role = matches!(&*self.inner.conn.read(), Some(Conn::Owner { .. }));
     let deferred = (!owner_role).then_some(*digest);
-    let r = self.inner.enqueue_write(store_key(ns, digest), Some(sealed), deferred);
+    let r = fits(times, payload).and_then(|()| {
+      let sealed = seal_shared(digest, times, payload);
+      self
+        .inner
+        .enqueue_write(store_key(ns, digest), Some(sealed), deferred)
+        .map(drop)
+    });
     self.inner.end_claim(digest, owner, None, owner_role || r.is_err());
     r
   }

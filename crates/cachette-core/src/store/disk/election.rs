@@ -36,9 +36,12 @@ pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
     } else {
       match DB::open(&db_options(inner.clock.clone()), dir) {
         Ok(db) => {
-          let db = Arc::new(db);
-          let server = Server::start(inner, db.clone())?;
-          return Ok(Conn::Owner { db, server });
+          let server = Server::start(inner)?;
+          return Ok(Conn::Owner {
+            db: Arc::new(db),
+            server,
+            read_only: false,
+          });
         }
         // A previous owner of this process still closing, or a platform whose byte-range
         // locks are per process: whoever holds RocksDB's LOCK serves us.
@@ -71,19 +74,28 @@ pub(super) fn elect(inner: &Arc<Inner>) -> CoreResult<Conn> {
 }
 
 impl Inner {
-  /// Runs `f` on the current connection; if the owner went away, elects again once and retries.
+  /// Runs `f` on the current connection. If the owner went away (it died, or it closed and
+  /// hung up on a request it could not serve), elects again and retries, until an election
+  /// fails or `ELECTION_TIMEOUT` passed: another process's departure never fails a request by
+  /// itself, and a write is applied by whoever owns the directory next (this process, maybe).
   pub(super) fn with_conn<T>(self: &Arc<Self>, f: impl Fn(&Conn) -> CoreResult<T>) -> CoreResult<T> {
-    {
-      let conn = self.conn.read();
-      let c = conn.as_ref().ok_or(CoreError::Closed)?;
-      match f(c) {
-        Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) => {}
-        r => return r,
+    let deadline = Instant::now() + ELECTION_TIMEOUT;
+    let mut pause = Duration::ZERO;
+    loop {
+      {
+        let conn = self.conn.read();
+        let c = conn.as_ref().ok_or(CoreError::Closed)?;
+        match f(c) {
+          Err(CoreError::StoreUnavailable { .. }) if matches!(c, Conn::Guest { .. }) && Instant::now() < deadline => {}
+          r => return r,
+        }
       }
+      // From the second retry on, a pause: a closing owner may still answer the probe of
+      // `reelect` and then hang up on the request again.
+      thread::sleep(pause);
+      pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_millis(50));
+      self.reelect()?;
     }
-    self.reelect()?;
-    let conn = self.conn.read();
-    f(conn.as_ref().ok_or(CoreError::Closed)?)
   }
 
   fn reelect(self: &Arc<Self>) -> CoreResult<()> {
@@ -96,10 +108,12 @@ impl Inner {
     } else {
       return Ok(());
     }
-    let old = self.conn.write().take();
-    drop(old);
+    // The old connection stays in place until the new one is there: meanwhile a request on it
+    // fails as unavailable and comes here, never finds the store without a connection (which
+    // only `close()` leaves: `Closed`).
     let conn = elect(self)?;
-    *self.conn.write() = Some(conn);
+    let old = self.conn.write().replace(conn);
+    drop(old);
     self.start_scan();
     Ok(())
   }

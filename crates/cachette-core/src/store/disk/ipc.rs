@@ -9,8 +9,13 @@ use std::io::{self, Read, Write};
 
 use crate::error::{CoreError, CoreResult};
 
-/// Largest frame either side accepts.
-pub const MAX_FRAME: usize = 256 << 20;
+/// Largest frame: its length is a 32-bit number. A frame's memory is committed as its bytes
+/// arrive (a large zeroed allocation is mapped lazily), so a large length alone costs nothing.
+pub const MAX_FRAME: usize = u32::MAX as usize;
+
+/// Largest sealed value the disk store takes, in the owner and in guests alike: a guest's
+/// frame holds it with its key and a few bytes of header. (RocksDB takes no more either.)
+pub const MAX_VALUE: usize = MAX_FRAME - 1024;
 
 pub const OP_GET: u8 = 1;
 pub const OP_WRITE: u8 = 2;
@@ -31,6 +36,9 @@ pub enum WriteOp {
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
+  if body.len() > MAX_FRAME {
+    return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame too large"));
+  }
   w.write_all(&(body.len() as u32).to_be_bytes())?;
   w.write_all(body)?;
   w.flush()
@@ -45,9 +53,6 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     Err(e) => return Err(e),
   }
   let len = u32::from_be_bytes(len) as usize;
-  if len > MAX_FRAME {
-    return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
-  }
   let mut body = vec![0u8; len];
   r.read_exact(&mut body)?;
   Ok(Some(body))
@@ -145,10 +150,14 @@ pub fn decode_write(c: &mut Cursor<'_>) -> CoreResult<(Vec<WriteOp>, bool)> {
   Ok((ops, sync))
 }
 
-/// Encodes an error response.
+/// Encodes an error response: the reason of an I/O error (the guest's error says what failed),
+/// the whole message of any other.
 pub fn error_response(e: &CoreError) -> Vec<u8> {
   let mut out = vec![ST_ERROR];
-  out.extend_from_slice(e.to_string().as_bytes());
+  match e {
+    CoreError::Io { reason } => out.extend_from_slice(reason.as_bytes()),
+    e => out.extend_from_slice(e.to_string().as_bytes()),
+  }
   out
 }
 
@@ -178,12 +187,22 @@ mod tests {
   }
 
   #[test]
-  fn frames_round_trip_and_oversized_frames_are_refused() {
+  fn frames_round_trip_and_a_frame_cut_short_fails() {
     let mut buf = Vec::new();
     write_frame(&mut buf, b"hello").unwrap();
     assert_eq!(read_frame(&mut &buf[..]).unwrap().unwrap(), b"hello");
     assert!(read_frame(&mut &[][..]).unwrap().is_none());
-    let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+    // A length announcing more than follows: an error, not a hang or an allocation failure.
+    let mut huge = (MAX_FRAME as u32).to_be_bytes().to_vec();
+    huge.extend_from_slice(b"a few bytes");
     assert!(read_frame(&mut &huge[..]).is_err());
+  }
+
+  #[test]
+  fn frames_larger_than_256_mib_round_trip() {
+    let body = vec![7u8; (256 << 20) + 1];
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &body).unwrap();
+    assert!(read_frame(&mut &buf[..]).unwrap().unwrap() == body);
   }
 }

@@ -20,6 +20,7 @@
 mod contract;
 mod directory;
 mod election;
+mod failures;
 mod guest;
 mod ipc;
 mod layout;
@@ -29,6 +30,7 @@ mod present;
 mod queue;
 mod read;
 mod recent;
+mod recovery;
 mod server;
 mod writer;
 
@@ -57,6 +59,8 @@ use queue::{JobQueue, Progress};
 use recent::Recent;
 use server::Server;
 
+pub use failures::FailureCursor;
+
 /// Which role this process has for a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -65,8 +69,16 @@ pub enum Role {
 }
 
 enum Conn {
-  Owner { db: Arc<DB>, server: Server },
-  Guest { stream: Mutex<UnixStream> },
+  /// `read_only`: the database was reopened read-only after it stopped taking writes (see
+  /// [`recovery`]); the writer opens it read-write again once it can.
+  Owner {
+    db: Arc<DB>,
+    server: Server,
+    read_only: bool,
+  },
+  Guest {
+    stream: Mutex<UnixStream>,
+  },
 }
 
 struct Inner {
@@ -93,7 +105,11 @@ struct Inner {
   shared_locks: AtomicBool,
   flights: SingleFlight<Digest, (), DigestHashing>,
   clock: Arc<dyn Clock>,
+  /// Batches that could not be applied; which writes they held is in `progress`.
   write_errors: AtomicU64,
+  /// Every write up to this sequence number was covered by a [`Store::flush`] (see
+  /// [`DiskStore::flush_reporting`], which each handle calls with its own cursor).
+  flushed: AtomicU64,
   /// Entries carry their own checksum, checked on every read: RocksDB's block check is skipped.
   read_options: ReadOptions,
 }
@@ -107,6 +123,13 @@ pub struct DiskStore {
 fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskStore>>> {
   static R: OnceLock<Mutex<HashMap<PathBuf, Weak<DiskStore>>>> = OnceLock::new();
   R.get_or_init(Default::default)
+}
+
+/// The error of a wait for writes one of which failed (`reason`: why).
+fn not_stored(reason: String) -> CoreError {
+  CoreError::Io {
+    reason: format!("a write was not stored: {reason}"),
+  }
 }
 
 fn unavailable(path: &Path, reason: impl std::fmt::Display) -> CoreError {
@@ -164,6 +187,7 @@ impl DiskStore {
       flights: SingleFlight::new(),
       clock,
       write_errors: AtomicU64::new(0),
+      flushed: AtomicU64::new(0),
       read_options: {
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(false);
@@ -197,9 +221,58 @@ impl DiskStore {
     &self.inner.path
   }
 
-  /// Writes that failed since the store was opened (they are dropped: it is a cache).
+  /// Batches of writes that failed since the store was opened (their writes are dropped: it is
+  /// a cache).
   pub fn write_errors(&self) -> u64 {
     self.inner.write_errors.load(Ordering::Relaxed)
+  }
+
+  /// A cursor for one handle of namespace `ns`, opened now: its first flush covers the writes
+  /// queued from now on, and [`DiskStore::take_failures`] counts the failures from now on.
+  pub fn failure_cursor(&self, ns: [u8; 8]) -> FailureCursor {
+    let epoch = self.inner.write_errors.load(Ordering::SeqCst);
+    let counted = self.inner.progress.lock().failures.of_namespace(ns);
+    FailureCursor::new(ns, self.inner.queue.queued.load(Ordering::SeqCst), epoch, counted)
+  }
+
+  /// The writes of the cursor's namespace that failed since it last asked (one atomic load
+  /// while none did).
+  pub fn take_failures(&self, cursor: &FailureCursor) -> u64 {
+    let epoch = self.inner.write_errors.load(Ordering::SeqCst);
+    if cursor.epoch.load(Ordering::Relaxed) == epoch {
+      return 0;
+    }
+    let now = self.inner.progress.lock().failures.of_namespace(cursor.ns);
+    cursor.epoch.store(epoch, Ordering::Relaxed);
+    now.saturating_sub(cursor.counted.swap(now, Ordering::Relaxed))
+  }
+
+  /// Why the last batch that could not be applied failed (empty if none did).
+  pub fn last_write_error(&self) -> String {
+    self.inner.progress.lock().failures.reason().to_owned()
+  }
+
+  /// Waits until every write queued so far is applied (`sync`: and on stable storage).
+  ///
+  /// # Errors
+  /// `Io` when a write queued since the previous flush with this `cursor` (or since the cursor
+  /// was made) could not be applied, whenever it failed: a flush that returns `Ok` means every
+  /// write it covers is in the WAL.
+  pub fn flush_reporting(&self, sync: bool, cursor: &FailureCursor) -> CoreResult<()> {
+    self.flush_from(sync, &cursor.flushed)
+  }
+
+  /// [`DiskStore::flush_reporting`] with the cursor position `flushed`.
+  fn flush_from(&self, sync: bool, flushed: &AtomicU64) -> CoreResult<()> {
+    let from = flushed.load(Ordering::SeqCst);
+    let target = if sync {
+      self.inner.send(|seq| queue::Job::Sync { seq })?
+    } else {
+      self.inner.queue.queued.load(Ordering::SeqCst)
+    };
+    let r = self.inner.wait_applied(from, target);
+    flushed.fetch_max(target, Ordering::SeqCst);
+    r.map_err(not_stored)
   }
 
   /// Applies everything queued and closes the database (or the connection to the owner).

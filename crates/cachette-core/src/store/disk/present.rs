@@ -52,6 +52,11 @@ impl Present {
     self.words[word].fetch_or(bits, Ordering::Relaxed);
   }
 
+  /// Whether the scan of the database completed (from then on, keys are ruled out).
+  pub(super) fn is_complete(&self) -> bool {
+    self.complete.load(Ordering::Acquire)
+  }
+
   /// True when `key` is certainly absent from the database and from the queue.
   pub(super) fn rules_out(&self, key: &[u8]) -> bool {
     if !self.complete.load(Ordering::Acquire) {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::failures::Failures;
 use super::layout::StoreKey;
 use super::Inner;
 use crate::error::{CoreError, CoreResult};
@@ -162,13 +163,23 @@ impl Job {
   pub(super) fn may_linger(&self) -> bool {
     matches!(self, Job::Write { unlock: None, .. })
   }
+
+  /// The namespace a write or a range deletion is in.
+  pub(super) fn namespace(&self) -> Option<[u8; 8]> {
+    let key: &[u8] = match self {
+      Job::Write { key, .. } => key,
+      Job::Range { from, .. } => from,
+      Job::Sync { .. } | Job::Stop => return None,
+    };
+    key.get(..8)?.try_into().ok()
+  }
 }
 
 #[derive(Default)]
 pub(super) struct Progress {
+  /// Every job up to this sequence number was applied or failed.
   pub(super) done: u64,
-  pub(super) last_failed: u64,
-  pub(super) last_error: String,
+  pub(super) failures: Failures,
 }
 
 impl Inner {
@@ -186,12 +197,13 @@ impl Inner {
     self.queue.state.lock().pending.get(key).map(|p| p.value.clone())
   }
 
+  /// Queues a write (a deletion when `value` is `None`); returns its sequence number.
   pub(super) fn enqueue_write(
     &self,
     key: StoreKey,
     value: Option<Arc<[u8]>>,
     unlock: Option<Digest>,
-  ) -> CoreResult<()> {
+  ) -> CoreResult<u64> {
     if value.is_some() {
       self.present.add(&key);
     }
@@ -204,7 +216,7 @@ impl Inner {
       unlock,
     })?;
     q.pending.insert(key, Pending { seq, value });
-    Ok(())
+    Ok(seq)
   }
 
   /// Queues the deletion of every key in `from..to`, dropping the queued writes it covers.
@@ -219,27 +231,30 @@ impl Inner {
     })
   }
 
-  /// Waits until the jobs up to `target` are applied; the writer stops lingering for them.
-  pub(super) fn wait_done(&self, target: u64) -> CoreResult<()> {
+  /// Waits until the jobs up to `target` were applied or failed; the writer stops lingering
+  /// for them. Returns the progress, locked.
+  pub(super) fn wait_done(&self, target: u64) -> parking_lot::MutexGuard<'_, Progress> {
     let mut p = self.progress.lock();
-    let failed_before = p.last_failed;
     if p.done < target {
       self.queue.hurry();
     }
     while p.done < target {
-      if self.queue.is_closed() && p.done < target {
+      if self.queue.is_closed() {
         // Closing: the writer drains the queue before it exits.
         self.progressed.wait_for(&mut p, Duration::from_millis(50));
         continue;
       }
       self.progressed.wait(&mut p);
     }
-    if p.last_failed != failed_before && p.last_failed <= target {
-      return Err(CoreError::io(format!(
-        "a queued write could not be applied: {}",
-        p.last_error
-      )));
+    p
+  }
+
+  /// Waits until the jobs up to `to` are done; fails, with the reason, if one numbered after
+  /// `from` failed, whenever its batch failed (before this wait began or during it).
+  pub(super) fn wait_applied(&self, from: u64, to: u64) -> Result<(), String> {
+    match self.wait_done(to).failures.within(from, to) {
+      Some(reason) => Err(reason.to_owned()),
+      None => Ok(()),
     }
-    Ok(())
   }
 }

@@ -10,6 +10,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use super::guest::request;
 use super::ipc::{self, WriteOp};
 use super::queue::{Job, MAX_BATCH};
+use super::recovery::Reopen;
 use super::{Conn, Inner};
 use crate::error::{CoreError, CoreResult};
 
@@ -23,6 +24,7 @@ impl Inner {
   pub(super) fn write_loop(self: Arc<Self>) {
     // RocksDB counts every memtable comparison in a thread-local context by default.
     rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
+    let mut reopen = Reopen::default();
     while let Some(mut jobs) = self.queue.take() {
       // Plain writes linger a moment so that the misses that follow join one batch; a
       // flush, clear or close is served at once.
@@ -31,28 +33,36 @@ impl Inner {
       }
       let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
       let mut sync = false;
-      let mut max_seq = 0;
+      let (mut min_seq, mut max_seq) = (u64::MAX, 0);
       let mut writes = false;
       for j in &jobs {
-        match j {
+        let seq = match j {
           Job::Write { seq, sync: s, .. } | Job::Range { seq, sync: s, .. } => {
             writes = true;
             sync |= *s;
-            max_seq = max_seq.max(*seq);
+            *seq
           }
           Job::Sync { seq } => {
             sync = true;
-            max_seq = max_seq.max(*seq);
+            *seq
           }
-          Job::Stop => {}
-        }
+          Job::Stop => continue,
+        };
+        min_seq = min_seq.min(seq);
+        max_seq = max_seq.max(seq);
       }
-      let applied = if !writes && !sync {
-        Ok(())
-      } else {
-        self.apply(&jobs, sync)
+      // A database that failed a write (a full disk) takes none until it is opened again.
+      if (writes || sync) && reopen.due() {
+        reopen.tried(self.reopen());
+      }
+      let read_only = matches!(&*self.conn.read(), Some(Conn::Owner { read_only: true, .. }));
+      let applied = match reopen.suspended().filter(|_| read_only) {
+        _ if !writes && !sync => Ok(()),
+        Some(e) => Err(e),
+        None => self.apply(&jobs, sync),
       };
-      if applied.is_ok() && matches!(&*self.conn.read(), Some(Conn::Owner { .. })) {
+      let owner = matches!(&*self.conn.read(), Some(Conn::Owner { .. }));
+      if applied.is_ok() && owner {
         if jobs.iter().any(|j| matches!(j, Job::Range { .. })) {
           self.ranges_applied.fetch_add(1, Ordering::SeqCst);
         }
@@ -66,6 +76,9 @@ impl Inner {
             _ => {}
           }
         }
+      }
+      if let (Err(e), true) = (&applied, owner) {
+        reopen.failed(&reason(e));
       }
       // In chunks, so producers queueing meanwhile wait for the lock at most a chunk's time.
       for chunk in jobs.chunks(PENDING_CHUNK) {
@@ -86,9 +99,10 @@ impl Inner {
       let mut p = self.progress.lock();
       p.done = p.done.max(max_seq);
       if let Err(e) = applied {
-        p.last_failed = max_seq;
-        p.last_error = e.to_string();
-        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        p.failures
+          .record(min_seq, max_seq, reason(&e), jobs.iter().filter_map(Job::namespace));
+        // After the record: a reader that sees the new count finds the failures in it.
+        self.write_errors.fetch_add(1, Ordering::SeqCst);
       }
       self.progressed.notify_all();
       drop(p);
@@ -180,16 +194,12 @@ impl Inner {
   }
 }
 
-pub(super) fn apply_local(db: &DB, ops: &[WriteOp], sync: bool) -> CoreResult<()> {
-  let mut batch = WriteBatch::default();
-  for op in ops {
-    match op {
-      WriteOp::Put(k, v) => batch.put(k, v),
-      WriteOp::Delete(k) => batch.delete(k),
-      WriteOp::DeleteRange(a, b) => batch.delete_range(a, b),
-    }
+/// What went wrong, without the "I/O failed" that the error adds when it is shown.
+fn reason(e: &CoreError) -> String {
+  match e {
+    CoreError::Io { reason } => reason.clone(),
+    e => e.to_string(),
   }
-  write_local(db, batch, sync)
 }
 
 /// Writes `batch` (an empty one with `sync`: makes everything written so far durable).

@@ -56,7 +56,7 @@ pub fn spec(url: &str) -> ServerSpec {
 
 /// The namespace of test `name` in this process.
 pub fn keyspace(name: &str) -> Keyspace {
-  Keyspace::new(&format!("core-test-{name}-{}", std::process::id()))
+  Keyspace::new(format!("core-test-{name}-{}", std::process::id()))
 }
 
 /// Runs `test` on Redis and on every SQL database, each time on the emptied namespace `name`.
