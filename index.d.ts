@@ -22,6 +22,11 @@ export declare class NativeRemote {
   /** How entries may be read from the JS thread, or `null` (only through the core). */
   directRead(): Direct | null
   /**
+   * A direct read of this namespace that the server left unanswered (`reason`): counted by the
+   * server's circuit breaker as the core's own failures are (nothing once closed).
+   */
+  unavailable(reason: string): void
+  /**
    * The miss path: the entry, or the key's lease (by number), or the error of the computation
    * waited for.
    */
@@ -209,10 +214,11 @@ export declare function openDisk(path: string, namespace: Buffer, integrityKey?:
 
 /**
  * Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
- * key prefix or the SQL table; with `integrity_key`, entries are signed and checked with that
- * secret. Nothing is contacted until the first operation.
+ * key prefix or the SQL table; `backend_timeout_ms` bounds each operation on the server; with
+ * `integrity_key`, entries are signed and checked with that secret. Nothing is contacted until
+ * the first operation.
  */
-export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: Buffer, integrityKey?: Uint8Array | undefined | null): NativeRemote
+export declare function openRemote(urls: Array<string>, cluster: boolean, prefix: string, namespace: Buffer, backendTimeoutMs: number, integrityKey?: Uint8Array | undefined | null): NativeRemote
 
 /** Opens the process-wide memory store of `namespace` (shared by all worker threads). */
 export declare function openShared(namespace: Buffer, maxEntries?: number | undefined | null, maxBytes?: number | undefined | null): NativeStore

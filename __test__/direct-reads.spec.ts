@@ -204,7 +204,8 @@ for (const [backend, url] of [
 ] as const) {
   test.serial(`each worker thread reads ${url.split(':')[0]} hits on a connection of its own`, async (t) => {
     const namespace = uniqueNamespace(`direct-workers-${backend}`)
-    const workers = Array.from({ length: 3 }, () => worker({ backend, url, namespace }))
+    // Computations are counted: operations may take longer than the default 500 ms on a loaded machine.
+    const workers = Array.from({ length: 3 }, () => worker({ backend, url, namespace, backendTimeout: '5s' }))
     const ids = workers.map((w) => w.threadId)
     t.teardown(() => Promise.all(workers.map((w) => w.terminate())))
     const reports = (await Promise.all(workers.map((w) => once(w, 'message')))).map(
@@ -286,7 +287,13 @@ test.serial('a damaged PostgreSQL row read directly is a miss: computed again an
   const c = counting((k) => `v${k}`)
   const namespace = uniqueNamespace('direct-pg-damaged')
   // A table of its own: the damage below must reach no other test's rows.
-  const f = memoize(c.fn, { backend: 'sql', url: PG_URL, namespace, table: 'cachette_direct_test' })
+  const f = memoize(c.fn, {
+    backend: 'sql',
+    url: PG_URL,
+    namespace,
+    table: 'cachette_direct_test',
+    backendTimeout: '5s',
+  })
   t.teardown(() => f.close())
   await f(1)
   await sleep(200)

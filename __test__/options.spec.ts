@@ -49,6 +49,18 @@ const invalid: [string, unknown, RegExp][] = [
   ],
   ["cluster 'yes'", { backend: 'redis', cluster: 'yes' }, /^cluster must be a boolean/],
   ['a lease under 100 ms', { backend: 'redis', lease: 10 }, /^lease must be at least 100 ms/],
+  ['backendTimeout 0', { backend: 'redis', backendTimeout: 0 }, /^backendTimeout must be at least 1 ms/],
+  [
+    "backendTimeout 'soon'",
+    { backend: 'sql', url: 'sqlite://x.db', backendTimeout: 'soon' },
+    /^backendTimeout must be a non-negative number of ms or a string like '90s'/,
+  ],
+  ['backendTimeout -5', { backend: 'redis', backendTimeout: -5 }, /^backendTimeout must be a non-negative number/],
+  [
+    'backendTimeout on the memory backend',
+    { backendTimeout: 100 },
+    /^backendTimeout applies to backends 'redis' and 'sql'/,
+  ],
   [
     'maxEntries on redis',
     { backend: 'redis', maxEntries: 5 },

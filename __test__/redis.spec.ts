@@ -245,3 +245,29 @@ test.serial(
     t.true(clients <= 3, `${clients} connections to the server`)
   },
 )
+
+test.serial('an entry or lease key someone made a list reads as a miss and the next value overwrites it', async (t) => {
+  const prefix = `wrongtype-${process.pid}:`
+  let calls = 0
+  const f = memoize(async (k: number) => (calls++, { k }), {
+    backend: 'redis',
+    url: redis.url,
+    prefix,
+    namespace: uniqueNamespace('wrongtype'),
+    onBackendError: 'throw',
+  })
+  t.teardown(() => f.close())
+  await f(1)
+  const entry = cli(redis.port, '--scan', '--pattern', `${prefix}*:v:*`)
+  t.regex(entry, /:v:[0-9a-f]{32}$/)
+  const lease = entry.replace(':v:', ':l:')
+  for (const k of [entry, lease]) {
+    cli(redis.port, 'DEL', k)
+    cli(redis.port, 'LPUSH', k, 'not an entry')
+  }
+  // Once WRONGTYPE on every call, for ever; now a miss that computes and stores its value over it.
+  t.deepEqual(await f(1), { k: 1 })
+  t.deepEqual(await f(1), { k: 1 })
+  t.is(calls, 2)
+  t.is(cli(redis.port, 'TYPE', entry), 'string')
+})

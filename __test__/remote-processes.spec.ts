@@ -52,7 +52,14 @@ function computations(counterFile: string, key: string): string[] {
 
 async function startPeers(t: ExecutionContext, n: number, options: Record<string, unknown>, label: string) {
   const counterFile = join(dir, `${label}.computations`)
-  const json = JSON.stringify({ ...options, namespace: uniqueNamespace(label), lease: options.lease ?? 2000 })
+  // These tests count computations: on a machine loaded enough to hold an operation past the
+  // default backendTimeout (500 ms), a caller would compute on its own, so they allow 5 s.
+  const json = JSON.stringify({
+    backendTimeout: '5s',
+    ...options,
+    namespace: uniqueNamespace(label),
+    lease: options.lease ?? 2000,
+  })
   const peers: Peer[] = Array.from({ length: n }, () => spawnPeer(PEER, [json, counterFile]))
   t.teardown(() => {
     for (const p of peers) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL')

@@ -148,6 +148,10 @@ export class Remote {
   get(io: Buffer) {
     return request<Found | null>((id) => binding.remoteGet(this.h, id, io))
   }
+  /** A direct read the server left unanswered: its breaker counts it (see direct-reads.ts). */
+  unavailable(reason: string): void {
+    this.n.unavailable(reason)
+  }
   /** How this thread may read entries itself (see direct.ts), or null. */
   directRead(): Direct | null {
     return this.n.directRead()
@@ -194,14 +198,18 @@ export class Remote {
 
 /**
  * Opens `namespace` on the server of `urls` (several: a Redis Cluster); `prefix` is the key prefix
- * or table; with `integrityKey`, entries are signed and checked with it.
+ * or table; `backendTimeoutMs` bounds each operation on the server; with `integrityKey`, entries
+ * are signed and checked with it.
  */
 export function openRemote(
   urls: string[],
   cluster: boolean,
   prefix: string,
   namespace: string,
+  backendTimeoutMs: number,
   integrityKey?: Buffer,
 ): Remote {
-  return new Remote(binding.openRemote(urls, cluster, prefix, namespaceBytes(namespace), integrityKey))
+  return new Remote(
+    binding.openRemote(urls, cluster, prefix, namespaceBytes(namespace), backendTimeoutMs, integrityKey),
+  )
 }

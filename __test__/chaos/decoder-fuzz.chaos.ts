@@ -118,8 +118,8 @@ test('T16(c): random, bit-flipped and re-checksummed envelopes through the nativ
     envelopeFor(d, Buffer.concat([Buffer.from([0x0a]), Buffer.from(JSON.stringify({ k }))])),
   )
 
-  const unkeyedRemote = openRemote([URL], false, TABLE, NAMESPACE)
-  const keyedRemote = openRemote([URL], false, TABLE, NAMESPACE, Buffer.from(KEY))
+  const unkeyedRemote = openRemote([URL], false, TABLE, NAMESPACE, 5000)
+  const keyedRemote = openRemote([URL], false, TABLE, NAMESPACE, 5000, Buffer.from(KEY))
   t.teardown(() => {
     unkeyedRemote.close()
     keyedRemote.close()

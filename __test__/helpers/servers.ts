@@ -176,6 +176,34 @@ export async function startCluster(): Promise<{ urls: string[]; nodes: RedisProc
   return { urls: nodes.map((n) => n.url), nodes, stop: () => nodes.forEach((n) => n.stop()) }
 }
 
+/**
+ * A loopback listener that accepts every connection and never reads or writes: a stalled server
+ * (`url('redis')`, `url('postgres')`, `url('mysql')` point at it). `close()` drops its sockets.
+ */
+export async function silentServer(): Promise<{ port: number; url(kind: string): string; close(): void }> {
+  const held = new Set<Socket>()
+  const srv = createServer((s) => {
+    held.add(s)
+    s.on('error', () => undefined)
+    s.on('close', () => held.delete(s))
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as { port: number }).port
+  const urls: Record<string, string> = {
+    redis: `redis://127.0.0.1:${port}`,
+    postgres: `postgres://postgres@127.0.0.1:${port}/test`,
+    mysql: `mysql://root@127.0.0.1:${port}/test`,
+  }
+  return {
+    port,
+    url: (kind) => urls[kind],
+    close() {
+      for (const s of held) s.destroy()
+      srv.close()
+    },
+  }
+}
+
 /** Whether `url`'s host and port accept a TCP connection, decided synchronously (at test registration). */
 export function reachableSync(url: string): boolean {
   const probe = `require('node:net').connect(${JSON.stringify(new URL(url).port || '0')}, ${JSON.stringify(

@@ -3,6 +3,7 @@ import { rootCertificates } from 'node:tls'
 import { threadId } from 'node:worker_threads'
 import type { Direct } from '../native'
 import { now } from '../clock'
+import { CachetteError } from '../errors'
 
 /*
  * Direct reads: the hit path of the `redis` and `sql` (PostgreSQL) stores, read over a connection
@@ -11,8 +12,12 @@ import { now } from '../clock'
  * client's own GET or SELECT costs, plus the core's check of the entry and the decoding.
  *
  * A lane never decides anything: whenever it cannot answer (no client library, not connected
- * yet, the connection lost or refused, an error, no reply within RESPONSE_MS) a read answers
- * `undefined` and the store asks the core, which reports failures as every other operation does.
+ * yet, the connection lost or refused, an error) a read answers `undefined` and the store asks
+ * the core, which reports failures as every other operation does. A read the server leaves
+ * unanswered for `backendTimeout` fails instead (asking the core would double the wait): the
+ * lane drops its connection and stays off for a while (1 s, doubling up to 30 s while its
+ * server stays silent), so meanwhile reads go through the core, whose breaker fails them at
+ * once while the server is known down.
  */
 
 /** A read's answer: the bytes stored, `null` when absent, `undefined` when the core must be asked. */
@@ -25,14 +30,24 @@ export interface DirectReads {
   close(): void
 }
 
-/** Longest wait for a reply before the lane gives the read to the core. */
-const RESPONSE_MS = 5000
 /** How long after a lost connection a lane stays off. */
 const RETRY_MS = 1000
+/** The longest a lane stays off after reads its server left unanswered. */
+const SILENT_RETRY_MAX_MS = 30_000
 /** How long after a refused login, database or certificate a lane stays off. */
 const REFUSED_RETRY_MS = 30_000
 /** The name a lane's connection shows on the server (Redis `CLIENT LIST`, PostgreSQL `application_name`). */
 export const CLIENT_NAME = `cachette-direct-${process.pid}-${threadId}`
+
+/** A URL with its password replaced, as the core shows servers in errors. */
+export function redact(url: string): string {
+  const i = url.indexOf('://')
+  const at = url.lastIndexOf('@')
+  if (i < 0 || at < 0) return url
+  const auth = url.slice(i + 3, at)
+  const colon = auth.indexOf(':')
+  return colon < 0 ? url : `${url.slice(0, i + 3)}${auth.slice(0, colon)}:***${url.slice(at)}`
+}
 
 /** An optional peer dependency, or null when the application does not have it. */
 function optional<T>(name: string): T | null {
@@ -66,17 +81,31 @@ interface Socketish {
  */
 abstract class Lane {
   users = 0
-  private pending = 0
   private retryAt = 0
+  /** How long the lane stays off after its next unanswered read. */
+  private silentRest = RETRY_MS
+  /** Bumped by each unanswered read: requests sent before it fail rather than ask the core. */
+  private silences = 0
+  /** The reads in flight, oldest first. */
+  private readonly inflight = new Set<InFlight>()
+  private watchdog: ReturnType<typeof setInterval> | null = null
+
+  constructor(
+    /** The server as errors show it (no password). */
+    private readonly shown: string,
+    /** How long a read waits for its answer (`backendTimeout`). */
+    protected readonly timeoutMs: number,
+  ) {}
 
   protected abstract socket(): Socketish | undefined
   /** Connected and logged in. */
   protected abstract get ready(): boolean
   /** Starts connecting (if not already). */
   protected abstract connect(): void
+  /** Drops the connection (the next read after the lane's rest connects anew). */
+  protected abstract disconnect(): void
   abstract close(): void
 
-  /** Runs `send` on a ready connection; `undefined` (ask the core) while there is none. */
   /** Whether the connection can take a request now; if not, connects (once its rest is over). */
   protected available(): boolean {
     if (this.ready) return true
@@ -84,24 +113,96 @@ abstract class Lane {
     return false
   }
 
+  /**
+   * Runs `send` on a ready connection: its answer; `undefined` (ask the core) while there is no
+   * connection or when it fails; a rejection when the server leaves it unanswered for `timeoutMs`.
+   */
   protected request<T>(send: () => Promise<T>): Promise<T | undefined> | undefined {
     if (!this.available()) return undefined
-    if (this.pending++ === 0) this.socket()?.ref()
-    const done = (a: T | undefined): T | undefined => {
-      if (--this.pending === 0) this.socket()?.unref()
-      return a
-    }
-    return send().then(done, () => done(undefined))
+    if (this.inflight.size === 0) this.socket()?.ref()
+    const silences = this.silences
+    return new Promise<T | undefined>((resolve, reject) => {
+      const r: InFlight = { due: performance.now() + this.timeoutMs, fail: () => end() && reject(this.silenceError()) }
+      const end = (): boolean => {
+        if (!this.inflight.delete(r)) return false
+        if (this.inflight.size === 0) this.socket()?.unref()
+        return true
+      }
+      this.inflight.add(r)
+      this.watch()
+      send().then(
+        (a) => {
+          if (!end()) return
+          this.silentRest = RETRY_MS
+          resolve(a)
+        },
+        () => {
+          // Cut short by a silence seen meanwhile: this read waited as long, it fails too.
+          if (end()) return this.silences === silences ? resolve(undefined) : reject(this.silenceError())
+        },
+      )
+    })
+  }
+
+  /**
+   * Fails the reads unanswered for `timeoutMs`: one timer per lane, ticking every eighth of it
+   * while reads are in flight (a timer per read would cost every hit one), stopped after a tick
+   * with none. A read thus fails between `timeoutMs` and an eighth more.
+   */
+  private watch(): void {
+    if (this.watchdog !== null) return
+    const w = setInterval(
+      () => {
+        if (this.inflight.size === 0) {
+          clearInterval(w)
+          this.watchdog = null
+          return
+        }
+        const t = performance.now()
+        const late: InFlight[] = []
+        for (const r of this.inflight) {
+          if (r.due > t) break
+          late.push(r)
+        }
+        if (late.length === 0) return
+        this.silent()
+        for (const r of late) r.fail()
+      },
+      Math.max(1, this.timeoutMs / 8),
+    )
+    w.unref()
+    this.watchdog = w
+  }
+
+  /** A read went unanswered: drop the connection and stay off, longer each time in a row. */
+  private silent(): void {
+    this.silences++
+    this.retryAt = now() + this.silentRest
+    this.silentRest = Math.min(this.silentRest * 2, SILENT_RETRY_MAX_MS)
+    this.disconnect()
+  }
+
+  private silenceError(): CachetteError {
+    return new CachetteError(
+      'ERR_BACKEND_UNAVAILABLE',
+      `cache server ${this.shown} is unavailable: no answer within ${this.timeoutMs} ms (backendTimeout)`,
+    )
   }
 
   /** The connection went: stay off for a while (longer when the server refused us). */
   protected rest(refused: boolean): void {
-    this.retryAt = now() + (refused ? REFUSED_RETRY_MS : RETRY_MS)
+    this.retryAt = Math.max(this.retryAt, now() + (refused ? REFUSED_RETRY_MS : RETRY_MS))
   }
 
   protected idle(): void {
-    if (this.pending === 0) this.socket()?.unref()
+    if (this.inflight.size === 0) this.socket()?.unref()
   }
+}
+
+/** A read of a lane in flight: when it is due, and how it fails then. */
+interface InFlight {
+  due: number
+  fail(): void
 }
 
 /** What a lane uses of ioredis (typed here: the library is an optional peer dependency). */
@@ -122,10 +223,10 @@ type IORedis = new (url: string, options: object) => RedisClient
 class RedisLane extends Lane {
   private readonly client: RedisClient
   private keys: string[] = []
-  private answers: ((a: Answer) => void)[] = []
+  private answers: { resolve(a: Answer): void; reject(e: unknown): void }[] = []
 
-  constructor(Redis: IORedis, url: string) {
-    super()
+  constructor(Redis: IORedis, url: string, timeoutMs: number) {
+    super(redact(url), timeoutMs)
     const tls = /^(rediss|valkeys):/i.test(url)
     this.client = new Redis(url.replace(/^valkey/i, 'redis'), {
       lazyConnect: true,
@@ -133,8 +234,8 @@ class RedisLane extends Lane {
       enableAutoPipelining: false,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      commandTimeout: RESPONSE_MS,
-      connectTimeout: RESPONSE_MS,
+      // Reads are bounded by the lane itself (`request`); connecting happens off the call path.
+      connectTimeout: timeoutMs,
       connectionName: CLIENT_NAME,
       disableClientInfo: true,
       // Reconnecting is the next read's business (`connect`), so no timer holds the event loop.
@@ -160,11 +261,15 @@ class RedisLane extends Lane {
     if (s === 'wait' || s === 'end' || s === 'close') this.client.connect().catch(() => undefined)
   }
 
+  protected disconnect(): void {
+    this.client.disconnect()
+  }
+
   get(key: string): Promise<Answer> | undefined {
     if (!this.available()) return undefined
     if (this.keys.length === 0) queueMicrotask(() => this.send())
     this.keys.push(key)
-    return new Promise<Answer>((resolve) => this.answers.push(resolve))
+    return new Promise<Answer>((resolve, reject) => this.answers.push({ resolve, reject }))
   }
 
   /** Sends the reads gathered so far: a GET for one, an MGET for several. */
@@ -175,8 +280,11 @@ class RedisLane extends Lane {
     const sent = this.request(() =>
       keys.length === 1 ? this.client.getBuffer(keys[0]).then((b) => [b]) : this.client.mgetBuffer(keys),
     ) as Promise<(Buffer | null)[] | undefined> | undefined
-    if (sent === undefined) return answers.forEach((a) => a(undefined))
-    void sent.then((values) => answers.forEach((a, i) => a(values === undefined ? undefined : (values[i] ?? null))))
+    if (sent === undefined) return answers.forEach((a) => a.resolve(undefined))
+    sent.then(
+      (values) => answers.forEach((a, i) => a.resolve(values === undefined ? undefined : (values[i] ?? null))),
+      (e: unknown) => answers.forEach((a) => a.reject(e)),
+    )
   }
 
   close(): void {
@@ -220,8 +328,9 @@ class PgLane extends Lane {
     private readonly pg: Pg,
     private readonly url: string,
     private readonly tls: { ssl: false | object; fallback: boolean },
+    timeoutMs: number,
   ) {
-    super()
+    super(redact(url), timeoutMs)
   }
 
   protected socket(): Socketish | undefined {
@@ -242,8 +351,9 @@ class PgLane extends Lane {
         connectionString: u.toString(),
         ssl: this.plain ? false : this.tls.ssl,
         application_name: CLIENT_NAME,
-        connectionTimeoutMillis: RESPONSE_MS,
-        query_timeout: RESPONSE_MS,
+        // Reads are bounded by the lane itself (`request`), from when they are asked (pg runs
+        // them one at a time); connecting happens off the call path.
+        connectionTimeoutMillis: this.timeoutMs,
       })
     } catch {
       return this.rest(true) // a URL pg cannot take: the core reads it
@@ -282,10 +392,15 @@ class PgLane extends Lane {
     })
   }
 
+  protected disconnect(): void {
+    this.close()
+  }
+
   close(): void {
     const c = this.client
     this.client = null
     this.up = false
+    this.last = Promise.resolve()
     c?.end().catch(() => undefined)
   }
 }
@@ -318,8 +433,11 @@ function releaser(id: string, lane: Lane): () => void {
 /** Statement names by query text: one prepared statement per table and connection. */
 const statements = new Map<string, string>()
 
-/** How this thread may read `d`'s entries itself, or null (the core reads them all). */
-export function directReads(d: Direct | null): DirectReads | null {
+/**
+ * How this thread may read `d`'s entries itself, or null (the core reads them all); a read waits
+ * at most `timeoutMs` for its answer.
+ */
+export function directReads(d: Direct | null, timeoutMs: number): DirectReads | null {
   if (d === null) return null
   let u: URL
   try {
@@ -328,11 +446,11 @@ export function directReads(d: Direct | null): DirectReads | null {
     return null
   }
   if (u.hash !== '') return null
-  const id = `${d.kind} ${d.url}`
+  const id = `${d.kind} ${timeoutMs} ${d.url}`
   if (d.kind === 'redis') {
     if (u.search !== '') return null
     const Redis = optional<{ default: IORedis }>('ioredis')
-    const lane = Redis && laneFor(id, () => new RedisLane(Redis.default, d.url))
+    const lane = Redis && laneFor(id, () => new RedisLane(Redis.default, d.url, timeoutMs))
     if (!lane) return null
     const prefix = d.keyPrefix!
     return { read: (io) => lane.get(prefix + io.toString('hex', 0, 16)), close: releaser(id, lane) }
@@ -340,7 +458,7 @@ export function directReads(d: Direct | null): DirectReads | null {
   if (d.kind === 'postgres') {
     const pg = optional<Pg>('pg')
     const tls = pgTls(u)
-    const lane = pg && tls && laneFor(id, () => new PgLane(pg, d.url, tls))
+    const lane = pg && tls && laneFor(id, () => new PgLane(pg, d.url, tls, timeoutMs))
     if (!lane) return null
     const text = d.query!
     let name = statements.get(text)

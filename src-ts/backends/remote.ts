@@ -42,7 +42,7 @@ export class RemoteBackend implements Store<Buffer> {
     private readonly o: ResolvedOptions,
   ) {
     this.codec = codecFor(o.serializer)
-    this.reads = o.directReads ? directReads(remote.directRead()) : null
+    this.reads = o.directReads ? directReads(remote.directRead(), o.backendTimeout) : null
   }
 
   key(args: ArrayLike<unknown>): Buffer {
@@ -82,7 +82,16 @@ export class RemoteBackend implements Store<Buffer> {
 
   async read(k: Buffer): Promise<Found | undefined> {
     const direct = this.reads?.read(k)
-    const bytes = direct === undefined ? undefined : await direct
+    let bytes: Buffer | null | undefined
+    if (direct !== undefined) {
+      try {
+        bytes = await direct
+      } catch (e) {
+        // Unanswered: the server's breaker counts it as one of the core's own failures.
+        this.remote.unavailable(`no answer within ${this.o.backendTimeout} ms (backendTimeout)`)
+        throw e
+      }
+    }
     if (bytes === null) return undefined
     if (bytes !== undefined) return this.opened(k, bytes)
     const f = await settled<NativeFound | null>(this.remote.get(k))
@@ -165,7 +174,7 @@ export class RemoteBackend implements Store<Buffer> {
 export function remoteStore(o: ResolvedOptions): RemoteBackend {
   let remote: Remote
   try {
-    remote = openRemote(o.urls, o.cluster, o.prefix, o.namespace, o.integrityKey)
+    remote = openRemote(o.urls, o.cluster, o.prefix, o.namespace, o.backendTimeout, o.integrityKey)
   } catch (e) {
     const err = fromNative(e)
     if (err.code === 'ERR_INVALID_OPTION') throw new TypeError(err.message, { cause: e })

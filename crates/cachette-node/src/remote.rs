@@ -244,18 +244,25 @@ fn acquired(a: Acquired<u32>) -> Acquire {
 }
 
 /// Opens `namespace` on the server of `urls` (several: a Redis Cluster). `prefix` is the Redis
-/// key prefix or the SQL table; with `integrity_key`, entries are signed and checked with that
-/// secret. Nothing is contacted until the first operation.
+/// key prefix or the SQL table; `backend_timeout_ms` bounds each operation on the server; with
+/// `integrity_key`, entries are signed and checked with that secret. Nothing is contacted until
+/// the first operation.
 #[napi]
 pub fn open_remote(
   urls: Vec<String>,
   cluster: bool,
   prefix: String,
   namespace: Buffer,
+  backend_timeout_ms: f64,
   integrity_key: Option<&[u8]>,
 ) -> Result<NativeRemote, Code> {
   let keyspace = Keyspace::new(&*namespace);
-  let spec = ServerSpec { urls, cluster, prefix };
+  let spec = ServerSpec {
+    urls,
+    cluster,
+    prefix,
+    timeout: ms(backend_timeout_ms),
+  };
   let key = integrity_key.map(IntegrityKey::derive).transpose().map_err(coded)?;
   let store = RemoteStore::open_with_clock(&spec, keyspace.id(), clock::process())
     .map_err(coded)?
@@ -310,6 +317,15 @@ impl NativeRemote {
         ns: Some(ns.to_vec().into()),
       },
     }))
+  }
+
+  /// A direct read of this namespace that the server left unanswered (`reason`): counted by the
+  /// server's circuit breaker as the core's own failures are (nothing once closed).
+  #[napi]
+  pub fn unavailable(&self, reason: String) {
+    if let Some(h) = &self.held {
+      h.store().report_unavailable(&reason);
+    }
   }
 
   /// The miss path: the entry, or the key's lease (by number), or the error of the computation

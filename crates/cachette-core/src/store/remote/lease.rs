@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{runtime, RemoteStore, Server};
+use super::{runtime, RemoteStore};
 use crate::key::Digest;
 
 /// A lease owner token: 16 random bytes.

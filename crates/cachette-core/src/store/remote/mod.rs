@@ -78,21 +78,101 @@ pub enum Acquired<L = Lease> {
 const POLL_FIRST: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_millis(500);
 
-/// The operations of one server; every namespace on it shares the connections.
-pub(crate) enum Server {
+/// The operations of one server, by kind.
+pub(crate) enum Ops {
   Redis(redis::RedisServer),
   Sql(Box<sql::SqlServer>),
 }
 
-macro_rules! on_server {
+/// One server; every namespace on it shares its connections, its timeout and its breaker.
+pub(crate) struct Server {
+  ops: Ops,
+  breaker: Breaker,
+  /// The longest wait for one operation (`backendTimeout`).
+  timeout: Duration,
+}
+
+/// `$body` with `$s` the server's [`Ops`], unbounded: for what is no round trip.
+macro_rules! on_ops {
   ($server:expr, $s:ident => $body:expr) => {
-    match $server {
-      Server::Redis($s) => $body,
-      Server::Sql($s) => $body,
+    match &$server.ops {
+      $crate::store::remote::Ops::Redis($s) => $body,
+      $crate::store::remote::Ops::Sql($s) => $body,
     }
   };
 }
 
+/// One operation on the server (`$body`, with `$s` its [`Ops`]), bounded by the server's
+/// timeout and refused at once while its breaker is open (see [`Server::bounded`]).
+/// `bulk`: an operation whose work grows with the namespace (`clear`, `clear_locks`, `len`),
+/// bounded by [`BULK_TIMEOUT`] when that is longer.
+macro_rules! on_server {
+  (bulk $server:expr, $s:ident => $body:expr) => {{
+    let server: &$crate::store::remote::Server = $server;
+    server.bounded(server.timeout.max($crate::store::remote::BULK_TIMEOUT), async { on_ops!(server, $s => $body) }).await
+  }};
+  ($server:expr, $s:ident => $body:expr) => {{
+    let server: &$crate::store::remote::Server = $server;
+    server.bounded(server.timeout, async { on_ops!(server, $s => $body) }).await
+  }};
+}
+
+/// The bound of the operations whose work grows with the namespace: emptying a large one may
+/// take longer than a lookup is allowed to.
+const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Server {
+  /// What the server's errors name it by (no password).
+  fn shown(&self) -> &str {
+    on_ops!(self, s => s.shown())
+  }
+
+  /// Runs one operation: at once `ServerUnavailable` while the breaker is open; else bounded by
+  /// the timeout (its expiry is `ServerUnavailable` too), the outcome reported to the breaker.
+  /// When a failure opens the breaker, the connections are dropped: the probe makes new ones.
+  async fn bounded<T>(&self, limit: Duration, op: impl std::future::Future<Output = CoreResult<T>>) -> CoreResult<T> {
+    let permit = self.breaker.admit().map_err(|open| CoreError::ServerUnavailable {
+      server: self.shown().to_owned(),
+      reason: format!(
+        "{} operations in a row failed (the last: {}); skipped until it answers again, tried once \
+         after {} ms, then less often while it stays silent (circuit breaker opening #{})",
+        breaker::THRESHOLD,
+        open.last,
+        breaker::FIRST_COOLDOWN.as_millis(),
+        open.opening
+      ),
+    })?;
+    let started = Instant::now();
+    let r = tokio::time::timeout(limit, op).await;
+    // Unavailable after the whole timeout (ours, or the client's own when a busy runtime polled
+    // the operation first): the server left it unanswered, whatever the client called it.
+    let silent = match &r {
+      Err(_) => true,
+      Ok(Err(CoreError::ServerUnavailable { .. })) => started.elapsed() >= limit,
+      Ok(_) => false,
+    };
+    let r = match r {
+      Ok(r) if !silent => r,
+      _ => Err(CoreError::ServerUnavailable {
+        server: self.shown().to_owned(),
+        reason: format!("no answer within {} ms (backendTimeout)", limit.as_millis()),
+      }),
+    };
+    match &r {
+      Err(CoreError::ServerUnavailable { reason, .. }) => {
+        if permit.failed(reason, silent) {
+          on_ops!(self, s => s.reconnect());
+        }
+      }
+      _ => permit.succeeded(),
+    }
+    r
+  }
+}
+
+mod breaker;
+#[cfg(test)]
+mod breaker_tests;
 #[cfg(test)]
 mod clock_tests;
 mod held;
@@ -107,6 +187,7 @@ pub mod sql;
 pub(crate) mod testing;
 mod wakeups;
 
+use breaker::Breaker;
 pub use held::HeldLeases;
 use lease::new_token;
 pub use lease::{Lease, Token};
@@ -214,9 +295,16 @@ impl RemoteStore {
   /// without a thread hand-off), or `None` when only the core's connections can (Redis Cluster,
   /// SQLite, MySQL). What it reads is checked with [`RemoteStore::open_read`].
   pub fn direct_read(&self) -> Option<DirectRead> {
-    match &*self.server {
-      Server::Redis(s) => s.direct_read(self.ns),
-      Server::Sql(s) => s.direct_read(self.ns),
+    on_ops!(&*self.server, s => s.direct_read(self.ns))
+  }
+
+  /// Counts a failure of the server seen outside the core (a direct read it left unanswered for
+  /// the timeout, `reason`) as its breaker counts the core's own operations.
+  pub fn report_unavailable(&self, reason: &str) {
+    if let Ok(permit) = self.server.breaker.admit() {
+      if permit.failed(reason, true) {
+        on_ops!(&*self.server, s => s.reconnect());
+      }
     }
   }
 
@@ -242,7 +330,7 @@ impl RemoteStore {
     let deadline = Instant::now() + timeout;
     let token = new_token();
     let key = key_part(digest);
-    let wakeups = on_server!(&*self.server, s => s.wakeups());
+    let wakeups = on_ops!(&*self.server, s => s.wakeups());
     let notify = wakeups.register(self.ns, key);
     let lease_ms = lease.as_millis().max(1) as u64;
     let mut holder: Option<Token> = None;
@@ -320,17 +408,17 @@ impl RemoteStore {
 
   /// Removes every entry and lease of the namespace.
   pub async fn clear(&self) -> CoreResult<()> {
-    on_server!(&*self.server, s => s.clear(self.ns).await)
+    on_server!(bulk &*self.server, s => s.clear(self.ns).await)
   }
 
   /// Removes every lease of the namespace, so waiters stop waiting; returns how many.
   pub async fn clear_locks(&self) -> CoreResult<u64> {
-    on_server!(&*self.server, s => s.clear_locks(self.ns).await)
+    on_server!(bulk &*self.server, s => s.clear_locks(self.ns).await)
   }
 
   /// Entries of the namespace that have not expired.
   pub async fn len(&self) -> CoreResult<u64> {
-    on_server!(&*self.server, s => s.len(self.ns, self.now()).await)
+    on_server!(bulk &*self.server, s => s.len(self.ns, self.now()).await)
   }
 }
 
@@ -343,7 +431,15 @@ pub struct ServerSpec {
   pub cluster: bool,
   /// Redis key prefix, or the SQL table name.
   pub prefix: String,
+  /// The longest wait for one operation on the server: connecting, a command or query, taking
+  /// a pooled connection (`backendTimeout`). Servers of one URL with other timeouts are others.
+  pub timeout: Duration,
 }
+
+/// The default of [`ServerSpec::timeout`] (the `backendTimeout` option's): a call's path holds
+/// at most two round trips before its computation, so a server that stalls costs a call at most
+/// about a second.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn open_server(spec: &ServerSpec) -> CoreResult<Arc<Server>> {
   static OPEN: OnceLock<Mutex<HashMap<ServerSpec, Weak<Server>>>> = OnceLock::new();
@@ -355,9 +451,14 @@ fn open_server(spec: &ServerSpec) -> CoreResult<Arc<Server>> {
     reason: "no server URL given".into(),
   })?;
   let scheme = first.split("://").next().unwrap_or_default().to_ascii_lowercase();
-  let server = Arc::new(match scheme.as_str() {
-    "redis" | "rediss" | "valkey" | "valkeys" => Server::Redis(redis::RedisServer::new(spec)?),
-    "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => Server::Sql(Box::new(sql::SqlServer::new(spec)?)),
+  if spec.timeout.is_zero() {
+    return Err(CoreError::InvalidConfig {
+      reason: "backendTimeout must be greater than 0".into(),
+    });
+  }
+  let ops = match scheme.as_str() {
+    "redis" | "rediss" | "valkey" | "valkeys" => Ops::Redis(redis::RedisServer::new(spec)?),
+    "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => Ops::Sql(Box::new(sql::SqlServer::new(spec)?)),
     _ => {
       return Err(CoreError::InvalidConfig {
         reason: format!(
@@ -366,6 +467,11 @@ fn open_server(spec: &ServerSpec) -> CoreResult<Arc<Server>> {
         ),
       })
     }
+  };
+  let server = Arc::new(Server {
+    ops,
+    breaker: Breaker::default(),
+    timeout: spec.timeout,
   });
   open.retain(|_, w| w.strong_count() > 0);
   open.insert(spec.clone(), Arc::downgrade(&server));
@@ -404,6 +510,7 @@ mod tests {
       urls: vec!["ftp://x".into()],
       cluster: false,
       prefix: "p".into(),
+      timeout: DEFAULT_TIMEOUT,
     };
     let err = RemoteStore::open(&spec, [0; 8]).err().expect("refused");
     assert_eq!(err.code(), "ERR_INVALID_OPTION");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::testing::{on_every_server, Case};
-use super::{new_token, Acquired, Attempt, Lease, Server};
+use super::{new_token, Acquired, Attempt, Lease};
 use crate::key::Digest;
 
 /// The lease every test takes: renewed every 200 ms while held.

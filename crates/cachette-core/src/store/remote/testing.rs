@@ -35,6 +35,10 @@ fn every_server() -> Vec<String> {
   urls
 }
 
+/// The operation timeout of the protocol tests: far above any answer of a live server, even on a
+/// loaded machine (the timeout itself is tested in `breaker_tests`).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where the tests keep their entries on the server of `url`: a key prefix or a table.
 pub fn spec(url: &str) -> ServerSpec {
   let prefix = if url.starts_with("redis") {
@@ -46,6 +50,7 @@ pub fn spec(url: &str) -> ServerSpec {
     urls: vec![url.to_owned()],
     cluster: false,
     prefix: prefix.into(),
+    timeout: TEST_TIMEOUT,
   }
 }
 

@@ -6,23 +6,21 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::keys::parse_message;
-use super::CONNECT_TIMEOUT;
 use crate::store::remote::Wakeups;
 
 /// The process's subscriber: wakes waiters on every settled key, reconnecting with backoff for
 /// as long as the server is open. Waiters poll as well, so a lost message only delays them.
-pub(super) async fn listen(url: String, channel: String, wakeups: std::sync::Weak<Wakeups>) {
+/// Connecting and subscribing are bounded by `timeout` (a silent server is retried later).
+pub(super) async fn listen(url: String, channel: String, wakeups: std::sync::Weak<Wakeups>, timeout: Duration) {
   let mut backoff = Duration::from_millis(50);
   loop {
     let session = async {
       let client = redis::Client::open(url.as_str())?;
-      let mut ps = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+      let mut ps = client.get_async_pubsub().await?;
       ps.subscribe(&channel).await?;
       Ok::<_, redis::RedisError>(ps)
     };
-    if let Ok(ps) = session.await {
+    if let Ok(Ok(ps)) = tokio::time::timeout(timeout, session).await {
       backoff = Duration::from_millis(50);
       // Keys settled while this process was not listening: let every waiter look again.
       if let Some(w) = wakeups.upgrade() {

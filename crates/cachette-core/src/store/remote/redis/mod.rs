@@ -14,6 +14,8 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ScriptInvocation, Value};
 use tokio::sync::OnceCell;
@@ -24,9 +26,6 @@ use self::scripts::scripts;
 use super::{runtime, Attempt, ServerSpec, Token, Wakeups};
 use crate::error::{CoreError, CoreResult};
 use crate::key::Digest;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 enum Conn {
@@ -39,15 +38,16 @@ enum Conn {
 pub(crate) struct RedisServer {
   spec: ServerSpec,
   shown: String,
-  conn: OnceCell<Conn>,
+  /// The connection, made by the first operation that needs it; replaced by [`RedisServer::reconnect`].
+  conn: Mutex<Arc<OnceCell<Conn>>>,
   wakeups: Arc<Wakeups>,
   channel: String,
-  listener: tokio::task::AbortHandle,
+  listener: Mutex<tokio::task::AbortHandle>,
 }
 
 impl Drop for RedisServer {
   fn drop(&mut self) {
-    self.listener.abort();
+    self.listener.lock().abort();
   }
 }
 
@@ -62,21 +62,43 @@ impl RedisServer {
     let shown = spec.urls.iter().map(|u| super::redact(u)).collect::<Vec<_>>().join(",");
     let wakeups = Arc::new(Wakeups::default());
     let channel = format!("{}done", spec.prefix);
-    let listener = runtime()
-      .spawn(listen(spec.urls[0].clone(), channel.clone(), Arc::downgrade(&wakeups)))
-      .abort_handle();
-    Ok(RedisServer {
+    let server = RedisServer {
       spec: spec.clone(),
       shown,
-      conn: OnceCell::new(),
+      conn: Mutex::default(),
       wakeups,
       channel,
-      listener,
-    })
+      listener: Mutex::new(runtime().spawn(async {}).abort_handle()),
+    };
+    server.listen();
+    Ok(server)
+  }
+
+  /// (Re)starts the subscriber that wakes this process's waiters.
+  fn listen(&self) {
+    let task = listen(
+      self.spec.urls[0].clone(),
+      self.channel.clone(),
+      Arc::downgrade(&self.wakeups),
+      self.spec.timeout,
+    );
+    let old = std::mem::replace(&mut *self.listener.lock(), runtime().spawn(task).abort_handle());
+    old.abort();
   }
 
   pub(crate) fn wakeups(&self) -> &Wakeups {
     &self.wakeups
+  }
+
+  pub(crate) fn shown(&self) -> &str {
+    &self.shown
+  }
+
+  /// Drops the connections (the breaker opened: they may hang on a socket that never answers);
+  /// the next operation connects anew, and the subscriber starts over.
+  pub(crate) fn reconnect(&self) {
+    *self.conn.lock() = Arc::default();
+    self.listen();
   }
 
   fn unavailable(&self, e: impl std::fmt::Display) -> CoreError {
@@ -101,13 +123,16 @@ impl RedisServer {
   }
 
   async fn conn(&self) -> CoreResult<Conn> {
-    let c = self
-      .conn
+    let cell = self.conn.lock().clone();
+    // Each operation is bounded by the server's timeout (`Server::bounded`); the client's own
+    // timeouts are only a backstop, so the error says which bound it was.
+    let timeout = self.spec.timeout * 2;
+    let c = cell
       .get_or_try_init(|| async {
         if self.spec.cluster || self.spec.urls.len() > 1 {
           let client = redis::cluster::ClusterClient::builder(self.spec.urls.iter().map(String::as_str))
-            .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
             .retries(2)
             .build()
             .map_err(|e| self.unavailable(e))?;
@@ -116,9 +141,11 @@ impl RedisServer {
         } else {
           let client = redis::Client::open(self.spec.urls[0].as_str()).map_err(|e| self.unavailable(e))?;
           let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // A refused connection fails the operation at once (the next one tries again, and
+            // the breaker stops trying for a while): retries with backoff would only make it wait.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_millis(500));
           let c = ConnectionManager::new_with_config(client, cfg)
             .await
@@ -147,11 +174,20 @@ impl RedisServer {
   }
 
   async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> CoreResult<T> {
+    self.cmd_or(cmd, None).await
+  }
+
+  /// [`RedisServer::cmd`], answering `on_wrong_type` if the key is of another type than
+  /// cachette gives it (it is someone else's, or damaged: read as absent).
+  async fn cmd_or<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, on_wrong_type: Option<T>) -> CoreResult<T> {
     let r = match self.conn().await? {
       Conn::Single(mut c) => cmd.query_async(&mut c).await,
       Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
     };
-    r.map_err(|e| self.failed(&e))
+    match (r, on_wrong_type) {
+      (Err(e), Some(v)) if e.code() == Some("WRONGTYPE") => Ok(v),
+      (r, _) => r.map_err(|e| self.failed(&e)),
+    }
   }
 
   pub(crate) fn direct_read(&self, ns: [u8; 8]) -> Option<super::DirectRead> {
@@ -162,7 +198,10 @@ impl RedisServer {
   }
 
   pub(crate) async fn get(&self, ns: [u8; 8], digest: &Digest) -> CoreResult<Option<Vec<u8>>> {
-    self.cmd(redis::cmd("GET").arg(self.names(ns, digest).value)).await
+    // Of another type: a miss, which the next commit overwrites.
+    self
+      .cmd_or(redis::cmd("GET").arg(self.names(ns, digest).value), Some(None))
+      .await
   }
 
   pub(crate) async fn attempt(
@@ -330,7 +369,15 @@ impl RedisServer {
 
   pub(crate) async fn clear_locks(&self, ns: [u8; 8]) -> CoreResult<u64> {
     let b = self.base(ns);
-    let members: Vec<String> = self.cmd(redis::cmd("SMEMBERS").arg(format!("{b}L"))).await?;
+    let members: Option<Vec<String>> = self
+      .cmd_or(redis::cmd("SMEMBERS").arg(format!("{b}L")), Some(None))
+      .await?;
+    let Some(members) = members else {
+      // The lease set is of another type: drop it (the next lease makes it anew).
+      let _: u64 = self.cmd(redis::cmd("DEL").arg(format!("{b}L"))).await?;
+      self.wakeups.wake_all();
+      return Ok(0);
+    };
     let mut n = 0u64;
     for chunk in members.chunks(500) {
       let mut del = redis::cmd("DEL");
@@ -352,12 +399,14 @@ impl RedisServer {
 
   pub(crate) async fn len(&self, ns: [u8; 8], now: u64) -> CoreResult<u64> {
     let b = self.base(ns);
+    // An index of another type counts nothing; the next write makes it anew.
     self
-      .cmd(
+      .cmd_or(
         redis::cmd("ZCOUNT")
           .arg(format!("{b}i"))
           .arg(format!("({now}"))
           .arg("+inf"),
+        Some(0),
       )
       .await
   }

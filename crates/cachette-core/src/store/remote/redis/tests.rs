@@ -60,3 +60,70 @@ fn direct_reads_get_the_value_key_of_a_single_server_only() {
     assert_eq!(RemoteStore::open(&cluster, ks.id()).expect("open").direct_read(), None);
   });
 }
+
+#[test]
+fn keys_of_another_type_read_as_absent_and_the_next_write_overwrites_them() {
+  on_redis("wrong-type", |c| async move {
+    let client = redis::Client::open(c.url.as_str()).expect("client");
+    let raw = client.get_multiplexed_async_connection().await.expect("connect");
+    // Someone replaces a key of cachette's by a list.
+    let junk = |k: String| {
+      let mut raw = raw.clone();
+      async move {
+        let _: () = redis::cmd("DEL").arg(&k).query_async(&mut raw).await.expect("DEL");
+        let _: () = redis::cmd("LPUSH")
+          .arg(&k)
+          .arg("junk")
+          .query_async(&mut raw)
+          .await
+          .expect("LPUSH");
+      }
+    };
+    let type_of = |k: String| {
+      let mut raw = raw.clone();
+      async move {
+        redis::cmd("TYPE")
+          .arg(&k)
+          .query_async::<String>(&mut raw)
+          .await
+          .expect("TYPE")
+      }
+    };
+    let (d, lease, patience) = (c.digest("k"), Duration::from_millis(600), Duration::from_secs(10));
+    let n = super::keys::Names::new(&spec(&c.url).prefix, c.ks.id(), &d);
+    for k in [&n.value, &n.lease, &n.index, &n.leases] {
+      junk(k.clone()).await;
+    }
+    assert_eq!(c.get(&d).await, None, "an entry of another type is a miss");
+    assert_eq!(c.len().await, 0, "an index of another type counts nothing");
+    let l = c
+      .locked(&d, lease, patience, false, "a lease of another type is free")
+      .await;
+    assert!(c.commit(l, b"mine").await, "the commit overwrites");
+    assert_eq!(c.value(&d).await.as_deref(), Some(&b"mine"[..]));
+    assert_eq!(c.len().await, 1, "the index is cachette's again");
+    assert_eq!(
+      [type_of(n.value.clone()).await, type_of(n.index.clone()).await],
+      ["string", "zset"]
+    );
+    // A lease set of another type: clearLocks() finds no lease, and leases work again after it.
+    junk(n.leases.clone()).await;
+    assert_eq!(c.clear_locks().await, 0);
+    let _l = c.locked(&c.digest("other"), lease, patience, false, "after").await;
+    assert_eq!(c.clear_locks().await, 1);
+    // put() over an entry of another type; delete() and clear() beside keys of another type.
+    junk(n.value.clone()).await;
+    c.put(&d, b"put", c.forever()).await;
+    assert_eq!(c.value(&d).await.as_deref(), Some(&b"put"[..]));
+    junk(n.index.clone()).await;
+    assert!(
+      c.store.delete(&d).await.expect("delete"),
+      "delete() beside an index of another type"
+    );
+    assert_eq!(c.value(&d).await, None);
+    junk(n.lease.clone()).await;
+    junk(n.index.clone()).await;
+    c.clear().await;
+    c.locked(&d, lease, Duration::ZERO, false, "after clear()").await;
+  });
+}

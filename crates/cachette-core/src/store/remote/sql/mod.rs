@@ -20,6 +20,9 @@ mod tests;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyPool, Row};
@@ -39,14 +42,16 @@ pub(crate) struct SqlServer {
   dialect: Dialect,
   url: String,
   sql: Sql,
-  pool: OnceCell<AnyPool>,
+  /// The pool, made by the first operation that needs it; replaced by [`SqlServer::reconnect`].
+  pool: Mutex<Arc<OnceCell<AnyPool>>>,
+  timeout: Duration,
   wakeups: Arc<Wakeups>,
-  reaper: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+  reaper: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Drop for SqlServer {
   fn drop(&mut self) {
-    if let Some(r) = self.reaper.lock().ok().and_then(|mut r| r.take()) {
+    if let Some(r) = self.reaper.lock().take() {
       r.abort();
     }
   }
@@ -86,14 +91,19 @@ impl SqlServer {
       dialect,
       sql: Sql::new(dialect, &spec.prefix),
       url,
-      pool: OnceCell::new(),
+      pool: Mutex::default(),
+      timeout: spec.timeout,
       wakeups: Arc::new(Wakeups::default()),
-      reaper: std::sync::Mutex::new(None),
+      reaper: Mutex::new(None),
     })
   }
 
   pub(crate) fn wakeups(&self) -> &Wakeups {
     &self.wakeups
+  }
+
+  pub(crate) fn shown(&self) -> &str {
+    &self.shown
   }
 
   fn unavailable(&self, e: impl std::fmt::Display) -> CoreError {
@@ -105,9 +115,13 @@ impl SqlServer {
 
   fn failed(&self, e: sqlx::Error) -> CoreError {
     match e {
-      sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-        self.unavailable(e)
-      }
+      // A broken stream (a connection cut mid-message) may also surface as a protocol error.
+      sqlx::Error::Io(_)
+      | sqlx::Error::PoolTimedOut
+      | sqlx::Error::PoolClosed
+      | sqlx::Error::Tls(_)
+      | sqlx::Error::Protocol(_)
+      | sqlx::Error::WorkerCrashed => self.unavailable(e),
       e => CoreError::io(format!("{}: {e}", self.shown)),
     }
   }
@@ -125,7 +139,7 @@ impl SqlServer {
     let row = sqlx::query(&self.sql.get)
       .bind(&ns[..])
       .bind(&key_part(digest)[..])
-      .fetch_optional(pool)
+      .fetch_optional(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     row
@@ -155,7 +169,7 @@ impl SqlServer {
         .bind(&ns[..])
         .bind(&k[..])
         .bind(&h[..])
-        .fetch_optional(pool)
+        .fetch_optional(&pool)
         .await
         .map_err(|e| self.failed(e))?;
       if let Some(r) = e {
@@ -167,13 +181,13 @@ impl SqlServer {
       .bind(&k[..])
       .bind(&token[..])
       .bind(ms(lease_ms))
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     let row = sqlx::query(&self.sql.holder)
       .bind(&ns[..])
       .bind(&k[..])
-      .fetch_optional(pool)
+      .fetch_optional(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     let Some(row) = row else {
@@ -193,7 +207,7 @@ impl SqlServer {
             .bind(&ns[..])
             .bind(&k[..])
             .bind(&token[..])
-            .execute(pool)
+            .execute(&pool)
             .await
             .map_err(|e| self.failed(e))?;
           return Ok(Attempt::Value(v));
@@ -217,7 +231,7 @@ impl SqlServer {
       .bind(&ns[..])
       .bind(&key_part(digest)[..])
       .bind(&token[..])
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     Ok(r.rows_affected() == 1)
@@ -241,7 +255,7 @@ impl SqlServer {
         .bind(&token[..])
         .bind(envelope)
         .bind(ms(expires_ms))
-        .execute(pool)
+        .execute(&pool)
         .await
         .map_err(|e| self.failed(e))?;
       r.rows_affected() == 1
@@ -289,7 +303,7 @@ impl SqlServer {
     q.bind(&ns[..])
       .bind(&k[..])
       .bind(&token[..])
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     self.wakeups.wake(ns, k);
@@ -311,7 +325,7 @@ impl SqlServer {
       .bind(&k[..])
       .bind(envelope)
       .bind(ms(expires_ms))
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     self.wakeups.wake(ns, k);
@@ -324,13 +338,13 @@ impl SqlServer {
     let r = sqlx::query(&self.sql.delete)
       .bind(&ns[..])
       .bind(&k[..])
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     sqlx::query(&self.sql.delete_lock)
       .bind(&ns[..])
       .bind(&k[..])
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     self.wakeups.wake(ns, k);
@@ -342,7 +356,7 @@ impl SqlServer {
     for q in [&self.sql.clear, &self.sql.clear_locks] {
       sqlx::query(q)
         .bind(&ns[..])
-        .execute(pool)
+        .execute(&pool)
         .await
         .map_err(|e| self.failed(e))?;
     }
@@ -354,7 +368,7 @@ impl SqlServer {
     let pool = self.pool().await?;
     let r = sqlx::query(&self.sql.clear_locks)
       .bind(&ns[..])
-      .execute(pool)
+      .execute(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     self.wakeups.wake_all();
@@ -366,7 +380,7 @@ impl SqlServer {
     let n: i64 = sqlx::query_scalar(&self.sql.count)
       .bind(&ns[..])
       .bind(ms(now))
-      .fetch_one(pool)
+      .fetch_one(&pool)
       .await
       .map_err(|e| self.failed(e))?;
     Ok(n.max(0) as u64)

@@ -14,9 +14,10 @@ use crate::store::remote::runtime;
 const REAP_EVERY: Duration = Duration::from_secs(60);
 
 impl SqlServer {
-  pub(super) async fn pool(&self) -> CoreResult<&AnyPool> {
-    self
-      .pool
+  /// The pool, connected and with its tables made (the first call of each pool does both).
+  pub(super) async fn pool(&self) -> CoreResult<AnyPool> {
+    let cell = self.pool.lock().clone();
+    cell
       .get_or_try_init(|| async {
         sqlx::any::install_default_drivers();
         let mut url = self.url.clone();
@@ -25,15 +26,20 @@ impl SqlServer {
         }
         let opts = AnyConnectOptions::from_str(&url).map_err(|e| self.unavailable(e))?;
         let sqlite = self.dialect == Dialect::Sqlite;
+        // A statement waiting for another writer gives up when the operation does.
+        let busy = format!("PRAGMA busy_timeout = {}", self.timeout.as_millis().max(1));
         let pool = AnyPoolOptions::new()
           .max_connections(if sqlite { 4 } else { 8 })
-          .acquire_timeout(Duration::from_secs(5))
+          // A backstop: each operation is bounded by the server's timeout (`Server::bounded`).
+          .acquire_timeout(self.timeout * 2)
           .after_connect(move |conn, _| {
+            let busy = busy.clone();
             Box::pin(async move {
               if sqlite {
-                // WAL lets readers run beside the one writer; writers wait up to 10 s for each other.
+                // WAL lets readers run beside the one writer; writers wait for each other as
+                // long as an operation may take (backendTimeout).
                 sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                sqlx::query(&busy).execute(&mut *conn).await?;
                 sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
               }
               Ok(())
@@ -46,6 +52,21 @@ impl SqlServer {
         Ok::<_, CoreError>(pool)
       })
       .await
+      .cloned()
+  }
+
+  /// Drops the pool (the breaker opened: its connections may hang on sockets that never
+  /// answer); the next operation makes a new one. The old one closes in the background.
+  pub(crate) fn reconnect(&self) {
+    let old = std::mem::take(&mut *self.pool.lock());
+    if let Some(r) = self.reaper.lock().take() {
+      r.abort();
+    }
+    if let Some(pool) = old.get().cloned() {
+      runtime().spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+      });
+    }
   }
 
   /// Creates the tables. Several processes may race here on first use; a statement that loses
@@ -70,7 +91,7 @@ impl SqlServer {
 
   /// Deletes expired rows now and then every [`REAP_EVERY`], for as long as the server is open.
   fn start_reaper(&self, pool: AnyPool) {
-    let Ok(mut slot) = self.reaper.lock() else { return };
+    let mut slot = self.reaper.lock();
     if slot.is_some() {
       return;
     }
@@ -88,7 +109,7 @@ impl SqlServer {
   #[cfg(test)]
   pub(crate) async fn reap(&self) -> CoreResult<u64> {
     let pool = self.pool().await?;
-    let r = sqlx::query(&self.sql.reap).bind(ms(now_ms())).execute(pool).await;
+    let r = sqlx::query(&self.sql.reap).bind(ms(now_ms())).execute(&pool).await;
     Ok(r.map_err(|e| self.failed(e))?.rows_affected())
   }
 }

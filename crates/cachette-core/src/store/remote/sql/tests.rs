@@ -1,8 +1,8 @@
 //! What only the SQL store does: table names checked before any statement, direct reads on
 //! PostgreSQL only, and the reaping of expired rows. The lease protocol is in `protocol_tests`.
 
-use super::super::testing::{keyspace, on_every_sql_database, spec, sql_urls};
-use super::super::{runtime, DirectRead, RemoteStore, Server, ServerSpec};
+use super::super::testing::{keyspace, on_every_sql_database, spec, sql_urls, TEST_TIMEOUT};
+use super::super::{runtime, DirectRead, Ops, RemoteStore, ServerSpec};
 use super::valid_table;
 use crate::envelope::Times;
 
@@ -16,6 +16,7 @@ fn table_names_are_checked_before_any_ddl() {
       urls: vec!["sqlite:///tmp/never-created.db".into()],
       cluster: false,
       prefix: bad.to_owned(),
+      timeout: TEST_TIMEOUT,
     };
     assert_eq!(
       RemoteStore::open(&spec, [0; 8]).err().map(|e| e.code()),
@@ -36,7 +37,7 @@ fn an_expired_row_reads_as_a_miss_and_is_reaped() {
     };
     c.put(&d, b"gone", t).await;
     assert_eq!(c.get(&d).await, None, "{}: an expired row read as an entry", c.url);
-    let Server::Sql(server) = &*c.store.server else {
+    let Ops::Sql(server) = &c.store.server.ops else {
       panic!()
     };
     server.reap().await.expect("reap");
