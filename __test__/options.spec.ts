@@ -42,6 +42,7 @@ const invalid: [string, unknown, RegExp][] = [
   ],
   ['a table on redis', { backend: 'redis', table: 't' }, /^table applies to backend 'sql'/],
   ['a prefix with a hash tag brace', { backend: 'redis', prefix: 'a{b}' }, /^prefix must be a string without \{ or \}/],
+  ['a prefix with a lone surrogate', { backend: 'redis', prefix: 'p\uD800:' }, /^prefix must be well-formed Unicode/],
   [
     'a prefix on sql',
     { backend: 'sql', url: 'sqlite://x.db', prefix: 'p' },

@@ -254,6 +254,7 @@ function resolveIntegrityKey(backend: ResolvedOptions['backend'], shared: boolea
 }
 
 const TABLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
 /**
  * The default `backendTimeout`, ms: a call's path holds at most two operations on the server
@@ -292,6 +293,11 @@ function resolveServer(backend: 'redis' | 'sql', opts: MemoizeOptions<never[]>) 
     prefix = opts.prefix ?? 'cachette:'
     if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
       throw new TypeError('prefix must be a string without { or } (they mark Redis Cluster hash tags)')
+    }
+    // Keys are the prefix's UTF-8 bytes: a lone surrogate would become U+FFFD, and two prefixes
+    // differing only there would share keys.
+    if (LONE_SURROGATE.test(prefix)) {
+      throw new TypeError('prefix must be well-formed Unicode (a lone surrogate cannot be written to Redis)')
     }
   } else {
     prefix = opts.table ?? 'cachette'

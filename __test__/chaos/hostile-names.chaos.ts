@@ -24,15 +24,16 @@ const { Client } = require('pg') as { Client: new (o: { connectionString: string
  * prefixes and namespaces, on PostgreSQL, MariaDB, SQLite and Redis. A table name is either a
  * plain identifier (SQL keywords included: they are quoted) or refused before any statement,
  * by memoize() (TypeError) and by the core (ERR_INVALID_OPTION); no table appears or goes but
- * those expected. A prefix with a Cluster hash-tag brace is refused; any other is only key bytes,
- * every key written starts with one, and clear() of one never touches another's. A namespace is
- * hashed: 100 hostile namespaces never share an entry.
- *
- * Lone surrogates are left out: namespaces differing only in them share entries until issue 14
- * defect 5 (the namespace's lossy UTF-8 conversion) is fixed, by its own test.
+ * those expected. A prefix with a Cluster hash-tag brace is refused, and so is one with a lone
+ * surrogate (written as U+FFFD, two prefixes differing only there shared keys); any other is key
+ * bytes, every key written starts with one, and clear() of one never touches another's. A
+ * namespace is hashed: 100 hostile namespaces, lone surrogates among them, never share an entry.
  */
 
 const FRAGMENTS = [
+  '\uD800',
+  '\uDFFF',
+  '\uFFFD',
   '"',
   "'",
   '`',
@@ -93,6 +94,7 @@ function hostileNames(): string[] {
 }
 const NAMES = hostileNames()
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 const dir = tempDir('t25')
 
 function mysqlCli(url: string, sql: string): string {
@@ -283,11 +285,12 @@ if (serverAvailable('Redis', REDIS_URL)) {
       const refused = NAMES.filter((prefix) =>
         refusedAtMemoize({ backend: 'redis', url: REDIS_URL, prefix, namespace: 'x' }),
       )
-      const braces = NAMES.filter((n) => /[{}]/.test(n))
+      // A hash-tag brace, or a lone surrogate (it would be written as U+FFFD).
+      const braces = NAMES.filter((n) => /[{}]/.test(n) || LONE_SURROGATE.test(n))
       figure(
         t,
         'T25',
-        'Redis: prefixes with a hash-tag brace refused (TypeError)',
+        'Redis: prefixes with a hash-tag brace or a lone surrogate refused (TypeError)',
         `${refused.length}/${braces.length}`,
         `all ${braces.length}, no other`,
         refused.length === braces.length && refused.every((n) => braces.includes(n)),
