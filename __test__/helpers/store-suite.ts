@@ -75,7 +75,9 @@ const run = randomBytes(4).toString('hex')
 
 /** A `redis` or `sql` backend with the settings of `options` (a fresh namespace is added). */
 export function remoteBackend(name: string, options: () => BackendOptions): Backend {
-  return backend(name, true, true, () => ({ namespace: uniqueNamespace(`remote-${run}`), ...options() }))
+  // A loaded test machine can take longer than the default 500 ms to make a pool and its tables:
+  // the suite tests behaviour, not timeouts (backend-timeout.spec.ts and the chaos suite do).
+  return backend(name, true, true, () => ({ namespace: uniqueNamespace(`remote-${run}`), backendTimeout: '5s', ...options() }))
 }
 
 /**
